@@ -1,0 +1,14 @@
+//! Tollgate's shared domain vocabulary: prefixed identifiers, job states, idempotency keys,
+//! the event envelope and the versioned messages that travel on each queue.
+//!
+//! Types here hold their invariants by construction (parse, don't validate): a function that
+//! takes a [`JobTypeName`] or an [`IdempotencyKey`] never checks it again.
+
+pub mod api_key;
+pub mod envelope;
+pub mod ids;
+pub mod job;
+
+pub use envelope::{Envelope, JobCommand};
+pub use ids::{ApiKeyId, IdError, JobId, TenantId};
+pub use job::{request_hash, IdempotencyKey, JobStatus, JobTypeName, ParseError};

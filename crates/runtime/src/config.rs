@@ -1,0 +1,79 @@
+//! Layered configuration (STYLE "Configuration"): defaults compiled into each service →
+//! `config/{APP_ENV}.toml` (optional) → environment variables with the service's prefix and
+//! `__` as separator (`WORKER__AMQP__PREFETCH=200`). Services validate once after loading and
+//! fail at start-up with a message that names the key.
+
+use serde::de::DeserializeOwned;
+
+/// A configuration that could not be loaded; the message names the offending key.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration error: {0}")]
+pub struct ConfigError(pub String);
+
+/// Loads `T` from the defaults (TOML text), the optional `config/{APP_ENV}.toml` file
+/// (`APP_ENV` defaults to `local`) and `{PREFIX}__…` environment variables.
+pub fn load<T: DeserializeOwned>(env_prefix: &str, defaults_toml: &str) -> Result<T, ConfigError> {
+    let app_env = std::env::var("APP_ENV").unwrap_or_else(|_| "local".to_owned());
+    config::Config::builder()
+        .add_source(config::File::from_str(
+            defaults_toml,
+            config::FileFormat::Toml,
+        ))
+        .add_source(config::File::with_name(&format!("config/{app_env}")).required(false))
+        .add_source(
+            config::Environment::with_prefix(env_prefix)
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        )
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|err| ConfigError(err.to_string()))
+}
+
+/// The compiled-in defaults alone, ignoring files and environment (tests start from these).
+pub fn defaults<T: DeserializeOwned>(defaults_toml: &str) -> Result<T, ConfigError> {
+    config::Config::builder()
+        .add_source(config::File::from_str(
+            defaults_toml,
+            config::FileFormat::Toml,
+        ))
+        .build()
+        .and_then(|c| c.try_deserialize())
+        .map_err(|err| ConfigError(err.to_string()))
+}
+
+/// Fails with a message naming `key` unless `ok`.
+pub fn require(ok: bool, key: &str, why: &str) -> Result<(), ConfigError> {
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError(format!("{key}: {why}")))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Sample {
+        http: Http,
+    }
+    #[derive(serde::Deserialize)]
+    struct Http {
+        port: u16,
+        host: String,
+    }
+
+    #[test]
+    fn environment_overrides_defaults() {
+        // A prefix no other test uses, so setting the variable cannot race another test.
+        std::env::set_var("TGCFGTEST__HTTP__PORT", "9123");
+        let cfg: Sample =
+            load("TGCFGTEST", "[http]\nport = 80\nhost = \"0.0.0.0\"\n").expect("loads");
+        assert_eq!(cfg.http.port, 9123);
+        assert_eq!(cfg.http.host, "0.0.0.0");
+        std::env::remove_var("TGCFGTEST__HTTP__PORT");
+    }
+}

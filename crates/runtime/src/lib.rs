@@ -1,0 +1,9 @@
+//! What every Tollgate service process shares: layered configuration, JSON logging, Prometheus
+//! metrics, the standard error body, request ids, health and readiness endpoints, and the
+//! shutdown signal.
+
+pub mod config;
+pub mod http;
+pub mod metrics;
+pub mod shutdown;
+pub mod telemetry;

@@ -1,0 +1,20 @@
+//! PostgreSQL storage for Tollgate on diesel + diesel-async: the schema, row types, a pooled
+//! connection factory, embedded migrations, and one module of queries per table family.
+//!
+//! Rows are plain data (`…Row` for reads, `New…` for inserts); the services convert them into
+//! their wire types. Every query that reads tenant data takes the tenant id.
+
+pub mod catalog;
+pub mod error;
+pub mod jobs;
+pub mod ledger;
+pub mod migrate;
+pub mod models;
+pub mod outbox;
+pub mod pool;
+pub mod schema;
+pub mod tenants;
+
+pub use diesel_async::AsyncPgConnection;
+pub use error::StorageError;
+pub use pool::{PgPool, PooledConn};

@@ -1,0 +1,172 @@
+//! Row types: `…Row` is what a SELECT returns, `New…` what an INSERT takes.
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use uuid::Uuid;
+
+use crate::schema::{api_keys, job_attempts, job_types, jobs, ledger_entries, outbox, tenants};
+
+/// A tenant.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = tenants)]
+pub struct TenantRow {
+    pub id: Uuid,
+    pub name: String,
+    /// Requests per minute allowed through the gateway.
+    pub rate_limit_per_minute: i32,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An API key record; `key_hash` is SHA-256 of the full key text.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = api_keys)]
+pub struct ApiKeyRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub prefix: String,
+    pub key_hash: Vec<u8>,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+/// A job type in a tenant's catalog.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = job_types)]
+pub struct JobTypeRow {
+    pub tenant_id: Uuid,
+    pub name: String,
+    /// Executor kind; `http` posts the input to `endpoint`.
+    pub executor: String,
+    pub endpoint: String,
+    /// Per-attempt executor timeout, milliseconds.
+    pub timeout_ms: i32,
+    pub max_attempts: i32,
+    /// Cost per unit the executor reports (integer cost units).
+    pub weight: i64,
+    /// Cap on the JSON input's size, bytes.
+    pub max_input_bytes: i32,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A job.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = jobs)]
+pub struct JobRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub job_type: String,
+    pub idempotency_key: String,
+    pub request_hash: Vec<u8>,
+    pub input: serde_json::Value,
+    pub status: String,
+    pub attempts: i32,
+    pub max_attempts: i32,
+    pub output: Option<serde_json::Value>,
+    pub units: Option<i64>,
+    pub cost: Option<i64>,
+    pub last_error: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+}
+
+/// A job to insert, always `queued`.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = jobs)]
+pub struct NewJob {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub job_type: String,
+    pub idempotency_key: String,
+    pub request_hash: Vec<u8>,
+    pub input: serde_json::Value,
+    pub status: String,
+    pub max_attempts: i32,
+}
+
+/// One attempt's outcome.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = job_attempts)]
+pub struct JobAttemptRow {
+    pub id: i64,
+    pub job_id: Uuid,
+    pub attempt: i32,
+    /// `succeeded`, `retryable` or `permanent`.
+    pub outcome: String,
+    pub error: Option<String>,
+    pub http_status: Option<i32>,
+    pub duration_ms: i64,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An attempt to record.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = job_attempts)]
+pub struct NewJobAttempt {
+    pub job_id: Uuid,
+    pub attempt: i32,
+    pub outcome: String,
+    pub error: Option<String>,
+    pub http_status: Option<i32>,
+    pub duration_ms: i64,
+}
+
+/// An outbox row.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = outbox)]
+pub struct OutboxRow {
+    pub id: i64,
+    pub message_id: Uuid,
+    pub exchange: String,
+    pub routing_key: String,
+    pub payload: Vec<u8>,
+    pub created_at: DateTime<Utc>,
+    pub published_at: Option<DateTime<Utc>>,
+}
+
+/// A message to publish once the surrounding transaction commits.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = outbox)]
+pub struct NewOutboxMessage {
+    pub message_id: Uuid,
+    pub exchange: String,
+    pub routing_key: String,
+    pub payload: Vec<u8>,
+}
+
+/// A ledger entry as read back.
+#[derive(Debug, Clone, Queryable, Selectable)]
+#[diesel(table_name = ledger_entries)]
+pub struct LedgerEntryRow {
+    pub id: i64,
+    pub tenant_id: Uuid,
+    pub idempotency_key: String,
+    pub metric: String,
+    pub raw_units: i64,
+    pub weighted_units: i64,
+    pub cost: i64,
+    pub source_kind: String,
+    pub source_id: String,
+    pub context: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+/// A ledger entry to append. `idempotency_key` is unique per tenant: appending the same fact
+/// twice leaves one entry.
+#[derive(Debug, Clone, Insertable)]
+#[diesel(table_name = ledger_entries)]
+pub struct NewLedgerEntry {
+    pub tenant_id: Uuid,
+    pub idempotency_key: String,
+    pub metric: String,
+    pub raw_units: i64,
+    pub weighted_units: i64,
+    pub cost: i64,
+    pub source_kind: String,
+    pub source_id: String,
+    pub context: serde_json::Value,
+    pub occurred_at: DateTime<Utc>,
+}

@@ -1,0 +1,10 @@
+DROP TRIGGER IF EXISTS ledger_entries_no_truncate ON ledger_entries;
+DROP TRIGGER IF EXISTS ledger_entries_no_update_delete ON ledger_entries;
+DROP TABLE IF EXISTS ledger_entries;
+DROP FUNCTION IF EXISTS ledger_entries_refuse_change();
+DROP TABLE IF EXISTS outbox;
+DROP TABLE IF EXISTS job_attempts;
+DROP TABLE IF EXISTS jobs;
+DROP TABLE IF EXISTS job_types;
+DROP TABLE IF EXISTS api_keys;
+DROP TABLE IF EXISTS tenants;

@@ -1,0 +1,506 @@
+#!/usr/bin/env bash
+# Tollgate quickstart: builds the services, runs them against a local PostgreSQL and RabbitMQ
+# (installing and starting those on Debian/Ubuntu when needed), sets up a demo tenant with the
+# operator CLI, submits real documents as jobs through the gateway, waits for every job to
+# finish, and prints what was billed. Stops everything it started when it exits.
+#
+#   bash scripts/quickstart.sh                 # the demo; exit 0 when every job ended as expected
+#   bash scripts/quickstart.sh --keep-running  # same, then leave the services up until Ctrl-C
+#
+# Environment (all optional):
+#   QS_GATEWAY_PORT=18080 QS_INTAKE_PORT=18081 QS_WORKER_PORT=18082 QS_DEMO_TENANT_PORT=18090
+#   QS_DATABASE=tollgate_quickstart   dropped and recreated on every run
+#   QS_DOCS_DIR=/usr/share/common-licenses   the documents to count (default: that folder, or
+#                                     the repository's own *.md files when it is absent)
+#   QS_TIMEOUT=120                    seconds to wait for the jobs
+#   DATABASE_URL / AMQP_URL           another PostgreSQL / RabbitMQ (see scripts/lib.sh)
+#   CARGO_TARGET_DIR                  default ~/.cache/tollgate/target
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+# shellcheck source=scripts/lib.sh
+source "$ROOT/scripts/lib.sh"
+
+KEEP_RUNNING=0
+for arg in "$@"; do
+    case "$arg" in
+        --keep-running) KEEP_RUNNING=1 ;;
+        -h | --help)
+            sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            exit 0
+            ;;
+        *) tg_die "unknown argument: $arg (try --help)" ;;
+    esac
+done
+
+GATEWAY_PORT=${QS_GATEWAY_PORT:-18080}
+INTAKE_PORT=${QS_INTAKE_PORT:-18081}
+WORKER_PORT=${QS_WORKER_PORT:-18082}
+DEMO_PORT=${QS_DEMO_TENANT_PORT:-18090}
+QS_DATABASE=${QS_DATABASE:-tollgate_quickstart}
+QS_TIMEOUT=${QS_TIMEOUT:-120}
+AMQP_PREFIX=tollgate_qs
+GATEWAY=http://127.0.0.1:$GATEWAY_PORT
+DEMO=http://127.0.0.1:$DEMO_PORT
+MAX_DOC_BYTES=$((200 * 1024))
+
+STATE_DIR=$ROOT/.tollgate
+LOG_DIR=$STATE_DIR/logs
+PID_FILE=$STATE_DIR/pids
+WORK=$STATE_DIR/quickstart
+mkdir -p "$LOG_DIR" "$WORK"
+rm -f "$WORK"/*.json "$WORK"/*.body 2>/dev/null || true
+
+step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
+
+# ---------------------------------------------------------------------------------------------
+# 1. Prerequisites
+
+step "Checking prerequisites"
+ensure_services
+if command -v python3 >/dev/null 2>&1; then
+    JSON_TOOL=python3
+elif command -v jq >/dev/null 2>&1; then
+    JSON_TOOL=jq
+elif tg_can_apt; then
+    tg_apt_install python3
+    JSON_TOOL=python3
+else
+    tg_die "python3 or jq is needed to encode JSON: $(tg_install_hint python3 | head -n 1)"
+fi
+
+# Services a previous, interrupted run may have left behind (only pids this script recorded).
+if [ -f "$PID_FILE" ]; then
+    while read -r name pid; do
+        if [ -n "${pid:-}" ] && kill -0 "$pid" 2>/dev/null && tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q tollgate; then
+            tg_warn "stopping $name (pid $pid) left over from an earlier run"
+            kill "$pid" 2>/dev/null || true
+        fi
+    done <"$PID_FILE"
+    sleep 1
+    rm -f "$PID_FILE"
+fi
+for port in "$GATEWAY_PORT" "$INTAKE_PORT" "$WORKER_PORT" "$DEMO_PORT"; do
+    if tg_tcp_open 127.0.0.1 "$port"; then
+        tg_die "port $port is already in use; free it or choose other ports (QS_GATEWAY_PORT, QS_INTAKE_PORT, QS_WORKER_PORT, QS_DEMO_TENANT_PORT)"
+    fi
+done
+
+# ---------------------------------------------------------------------------------------------
+# 2. Build
+
+step "Building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
+cargo build --release \
+    -p tollgate-gateway -p tollgate-job-intake -p tollgate-worker -p tollgate-cli -p tollgate-demo-tenant
+BIN=$CARGO_TARGET_DIR/release
+CTL_BIN=$BIN/tollgatectl
+[ -x "$CTL_BIN" ] || tg_die "$CTL_BIN was not built (crates/cli must define the tollgatectl binary)"
+for b in tollgate-gateway tollgate-job-intake tollgate-worker tollgate-demo-tenant; do
+    [ -x "$BIN/$b" ] || tg_die "$BIN/$b was not built"
+done
+
+# ---------------------------------------------------------------------------------------------
+# 3. Database
+
+step "Database $QS_DATABASE (fresh)"
+drop_database "$QS_DATABASE"
+ensure_database "$QS_DATABASE"
+DB_URL=$(pg_url "$QS_DATABASE")
+AMQP=$AMQP_URL_DETECTED
+ctl() { DATABASE_URL=$DB_URL TOLLGATE_AMQP_PREFIX=$AMQP_PREFIX "$CTL_BIN" "$@"; }
+ctl migrate
+
+# ---------------------------------------------------------------------------------------------
+# 4. Services
+
+PIDS=()
+# shellcheck disable=SC2329 # invoked by the EXIT trap
+cleanup() {
+    local status=$?
+    trap - EXIT INT TERM
+    if ((${#PIDS[@]})); then
+        printf '\n' >&2
+        tg_log "stopping services (logs stay in ${LOG_DIR#"$ROOT"/})"
+        kill -TERM "${PIDS[@]}" 2>/dev/null || true
+        local i
+        for ((i = 0; i < 50; i++)); do
+            kill -0 "${PIDS[@]}" 2>/dev/null || break
+            sleep 0.2
+        done
+        kill -KILL "${PIDS[@]}" 2>/dev/null || true
+        wait 2>/dev/null || true
+    fi
+    rm -f "$PID_FILE"
+    exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# start NAME CMD... (environment assignments go through `env`)
+start() {
+    local name=$1
+    shift
+    : >"$LOG_DIR/$name.log"
+    env "$@" >>"$LOG_DIR/$name.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    printf '%s %s\n' "$name" "$pid" >>"$PID_FILE"
+    printf '  %-13s pid %-7s log %s\n' "$name" "$pid" "${LOG_DIR#"$ROOT"/}/$name.log"
+}
+
+INTERNAL_TOKEN=qs_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+
+step "Starting services"
+start demo-tenant "$BIN/tollgate-demo-tenant" --addr "127.0.0.1:$DEMO_PORT"
+start job-intake \
+    INTAKE__HTTP__PORT="$INTAKE_PORT" \
+    INTAKE__DATABASE__URL="$DB_URL" \
+    INTAKE__AMQP__URL="$AMQP" \
+    INTAKE__AMQP__PREFIX="$AMQP_PREFIX" \
+    INTAKE__AMQP__QUEUE_TYPE=classic \
+    INTAKE__AMQP__QUEUE_EXPIRES_MS=600000 \
+    INTAKE__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
+    "$BIN/tollgate-job-intake"
+start worker \
+    WORKER__HTTP__PORT="$WORKER_PORT" \
+    WORKER__DATABASE__URL="$DB_URL" \
+    WORKER__AMQP__URL="$AMQP" \
+    WORKER__AMQP__PREFIX="$AMQP_PREFIX" \
+    WORKER__AMQP__QUEUE_TYPE=classic \
+    WORKER__AMQP__QUEUE_EXPIRES_MS=600000 \
+    WORKER__RETRY__BASE_DELAY_MS=500 \
+    "$BIN/tollgate-worker"
+start gateway \
+    GATEWAY__HTTP__PORT="$GATEWAY_PORT" \
+    GATEWAY__DATABASE__URL="$DB_URL" \
+    GATEWAY__INTAKE_URL="http://127.0.0.1:$INTAKE_PORT" \
+    GATEWAY__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
+    "$BIN/tollgate-gateway"
+
+# Waits until every service answers 200 on its probe, or dies showing the logs.
+wait_ready() {
+    local -a names=(demo-tenant job-intake worker gateway)
+    local -a urls=("$DEMO/healthz" "http://127.0.0.1:$INTAKE_PORT/readyz" "http://127.0.0.1:$WORKER_PORT/readyz" "$GATEWAY/readyz")
+    local -a ready=(0 0 0 0)
+    local start_s=$SECONDS i all
+    while :; do
+        all=1
+        for i in "${!names[@]}"; do
+            [ "${ready[$i]}" = 1 ] && continue
+            if ! kill -0 "${PIDS[$i]}" 2>/dev/null; then
+                printf '\n%s exited during start-up; last log lines:\n' "${names[$i]}" >&2
+                tail -n 30 "$LOG_DIR/${names[$i]}.log" >&2
+                exit 1
+            fi
+            if [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "${urls[$i]}" || true)" = 200 ]; then
+                ready[i]=1
+                printf '  %-13s ready after %ss (%s)\n' "${names[$i]}" "$((SECONDS - start_s))" "${urls[$i]}"
+            else
+                all=0
+            fi
+        done
+        [ "$all" = 1 ] && return 0
+        if ((SECONDS - start_s >= 60)); then
+            for i in "${!names[@]}"; do
+                if [ "${ready[$i]}" != 1 ]; then
+                    printf '\n%s is not ready after 60 s (%s); last log lines:\n' "${names[$i]}" "${urls[$i]}" >&2
+                    tail -n 30 "$LOG_DIR/${names[$i]}.log" >&2
+                fi
+            done
+            exit 1
+        fi
+        sleep 0.5
+    done
+}
+wait_ready
+
+# ---------------------------------------------------------------------------------------------
+# 5. Tenant, key, job types
+
+step "Setting up tenant demo with tollgatectl"
+TENANT_ID=$(ctl tenant create --name demo --rate-limit-per-minute 100000)
+echo "  tenant demo: $TENANT_ID"
+API_KEY=$(ctl key create --tenant demo --name quickstart 2>/dev/null)
+case "$API_KEY" in
+    tg_*) echo "  API key: ${API_KEY:0:12}… (shown once; only its SHA-256 is stored)" ;;
+    *) tg_die "tollgatectl key create printed no key" ;;
+esac
+ctl job-type set --tenant demo --name wordcount --endpoint "$DEMO/wordcount" --weight 1 | sed 's/^/  /'
+ctl job-type set --tenant demo --name summarize-flaky --endpoint "$DEMO/flaky" --weight 3 --max-attempts 3 | sed 's/^/  /'
+ctl job-type set --tenant demo --name strict --endpoint "$DEMO/reject" | sed 's/^/  /'
+ctl job-type set --tenant demo --name unavailable --endpoint "$DEMO/unavailable" --max-attempts 3 | sed 's/^/  /'
+
+# ---------------------------------------------------------------------------------------------
+# 6. Submissions
+
+# body_for TYPE NAME FILE [FAIL_TIMES] > JSON: {"type", "input": {"name", "text"[, "fail_times"]}}
+body_for() {
+    if [ "$JSON_TOOL" = python3 ]; then
+        python3 - "$@" <<'PY'
+import json, sys
+job_type, name, path = sys.argv[1:4]
+with open(path, encoding="utf-8", errors="replace") as f:
+    doc = {"name": name, "text": f.read()}
+if len(sys.argv) > 4:
+    doc["fail_times"] = int(sys.argv[4])
+json.dump({"type": job_type, "input": doc}, sys.stdout)
+PY
+    else
+        jq -n --arg type "$1" --arg name "$2" --rawfile text "$3" --argjson fail "${4:-null}" \
+            '{type: $type, input: ({name: $name, text: $text} + (if $fail == null then {} else {fail_times: $fail} end))}'
+    fi
+}
+
+# json_fields FILE PATH... prints the values at dotted PATHs, tab-separated ("-" when absent).
+json_fields() {
+    local file=$1
+    shift
+    if [ "$JSON_TOOL" = python3 ]; then
+        python3 - "$file" "$@" <<'PY'
+import json, sys
+try:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        doc = json.load(f)
+except Exception:
+    doc = {}
+out = []
+for path in sys.argv[2:]:
+    v = doc
+    for part in path.split("."):
+        v = v.get(part) if isinstance(v, dict) else None
+    out.append("-" if v is None else str(v))
+print("\t".join(out))
+PY
+    else
+        local filter='' p
+        for p in "$@"; do filter+="${filter:+, }(.${p} // \"-\" | tostring)"; done
+        jq -r "[$filter] | join(\"\\t\")" "$file" 2>/dev/null || printf -- '-\n'
+    fi
+}
+
+JOB_IDS=()
+JOB_TYPES=()
+JOB_NAMES=()
+JOB_EXPECT=()
+CHECK_FAILURES=()
+N=0
+
+# post BODY_FILE OUT_FILE [EXTRA CURL ARGS...] prints the HTTP status.
+post() {
+    local body=$1 out=$2
+    shift 2
+    curl -sS -o "$out" -w '%{http_code}' --max-time 30 \
+        -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
+        "$@" --data-binary "@$body" "$GATEWAY/v1/jobs" || echo 000
+}
+
+# submit TYPE NAME FILE EXPECTED_STATE [FAIL_TIMES]
+submit() {
+    local type=$1 name=$2 file=$3 expect=$4 fail=${5:-}
+    N=$((N + 1))
+    local body=$WORK/submit-$N.body out=$WORK/submit-$N.json code id err
+    body_for "$type" "$name" "$file" ${fail:+"$fail"} >"$body"
+    code=$(post "$body" "$out")
+    IFS=$'\t' read -r id err < <(json_fields "$out" id error.code)
+    if [ "$code" = 202 ] && [ "$id" != - ]; then
+        JOB_IDS+=("$id")
+        JOB_TYPES+=("$type")
+        JOB_NAMES+=("$name${fail:+ (fail_times=$fail)}")
+        JOB_EXPECT+=("$expect")
+        printf '  %s %-16s %-30s %s\n' "$code" "$type" "$name${fail:+ fail_times=$fail}" "$id"
+    else
+        printf '  %s %-16s %-30s %s\n' "$code" "$type" "$name" "REJECTED ${err}: $(head -c 300 "$out")"
+        CHECK_FAILURES+=("submission of $type $name answered $code")
+    fi
+}
+
+DOCS_DIR=${QS_DOCS_DIR:-/usr/share/common-licenses}
+DOCS=()
+if [ -d "$DOCS_DIR" ]; then
+    for f in "$DOCS_DIR"/*; do
+        [ -f "$f" ] || continue
+        if [ "$(wc -c <"$f")" -gt "$MAX_DOC_BYTES" ]; then
+            echo "  (skipping $f: larger than 200 KB)"
+            continue
+        fi
+        DOCS+=("$f")
+    done
+fi
+if [ "${#DOCS[@]}" -eq 0 ]; then
+    echo "  ($DOCS_DIR not found or empty; counting this repository's Markdown files instead)"
+    while IFS= read -r f; do
+        [ "$(wc -c <"$f")" -le "$MAX_DOC_BYTES" ] && DOCS+=("$f")
+    done < <(find "$ROOT" -name '*.md' -not -path '*/target/*' -not -path '*/.git/*' -not -path '*/.tollgate/*' | sort)
+fi
+[ "${#DOCS[@]}" -gt 0 ] || tg_die "no documents to submit"
+docname() { basename "$1"; }
+
+step "Submitting ${#DOCS[@]} documents from ${DOCS_DIR} as wordcount jobs (POST $GATEWAY/v1/jobs)"
+SUBMIT_START=$SECONDS
+for f in "${DOCS[@]}"; do
+    submit wordcount "$(docname "$f")" "$f" succeeded
+done
+
+step "Submitting jobs that fail on purpose"
+FLAKY_DOCS=("${DOCS[0]}" "${DOCS[$((${#DOCS[@]} / 2))]}" "${DOCS[$((${#DOCS[@]} - 1))]}")
+submit summarize-flaky "$(docname "${FLAKY_DOCS[0]}")" "${FLAKY_DOCS[0]}" succeeded 1
+submit summarize-flaky "$(docname "${FLAKY_DOCS[1]}")" "${FLAKY_DOCS[1]}" succeeded 2
+submit summarize-flaky "$(docname "${FLAKY_DOCS[2]}")" "${FLAKY_DOCS[2]}" succeeded 1
+submit strict "$(docname "${DOCS[0]}")" "${DOCS[0]}" failed
+submit unavailable "$(docname "${DOCS[0]}")" "${DOCS[0]}" dead
+
+step "Idempotency: the same request twice with one Idempotency-Key"
+IDEM_KEY=quickstart-$(od -An -N6 -tx1 /dev/urandom | tr -d ' \n')
+IDEM_NAME="$(docname "${DOCS[0]}") (idempotent resubmit)"
+body_for wordcount "$IDEM_NAME" "${DOCS[0]}" >"$WORK/idem.body"
+code1=$(post "$WORK/idem.body" "$WORK/idem-1.json" -H "Idempotency-Key: $IDEM_KEY")
+code2=$(post "$WORK/idem.body" "$WORK/idem-2.json" -H "Idempotency-Key: $IDEM_KEY")
+id1=$(json_fields "$WORK/idem-1.json" id)
+id2=$(json_fields "$WORK/idem-2.json" id)
+printf '  first  -> %s %s\n  second -> %s %s\n' "$code1" "$id1" "$code2" "$id2"
+if [ "$code1" = 202 ] && [ "$code2" = 200 ] && [ "$id1" = "$id2" ] && [ "$id1" != - ]; then
+    echo "  same job id, 200 the second time: one job, billed once"
+    JOB_IDS+=("$id1")
+    JOB_TYPES+=(wordcount)
+    JOB_NAMES+=("$IDEM_NAME")
+    JOB_EXPECT+=(succeeded)
+else
+    CHECK_FAILURES+=("idempotent resubmission: $code1 $id1 then $code2 $id2")
+fi
+# The same key with a different request is a conflict, not a silent second job.
+body_for wordcount "$IDEM_NAME (changed)" "${DOCS[0]}" >"$WORK/idem-other.body"
+code3=$(post "$WORK/idem-other.body" "$WORK/idem-3.json" -H "Idempotency-Key: $IDEM_KEY")
+err3=$(json_fields "$WORK/idem-3.json" error.code)
+printf '  same key, different input -> %s %s\n' "$code3" "$err3"
+[ "$code3" = 409 ] && [ "$err3" = IDEMPOTENCY_KEY_REUSED ] || CHECK_FAILURES+=("idempotency conflict answered $code3 $err3")
+
+step "Errors are JSON with a stable code"
+printf '{"type":"no-such-type","input":{}}' >"$WORK/unknown.body"
+code=$(post "$WORK/unknown.body" "$WORK/unknown.json")
+err=$(json_fields "$WORK/unknown.json" error.code)
+printf '  unknown job type -> %s %s\n' "$code" "$err"
+[ "$code" = 422 ] && [ "$err" = UNKNOWN_JOB_TYPE ] || CHECK_FAILURES+=("unknown job type answered $code $err")
+code=$(curl -sS -o "$WORK/badkey.json" -w '%{http_code}' -H 'Authorization: Bearer tg_nope0000_wrong' \
+    -H 'Content-Type: application/json' --data-binary "@$WORK/unknown.body" "$GATEWAY/v1/jobs" || echo 000)
+err=$(json_fields "$WORK/badkey.json" error.code)
+printf '  wrong API key    -> %s %s\n' "$code" "$err"
+[ "$code" = 401 ] && [ "$err" = INVALID_API_KEY ] || CHECK_FAILURES+=("wrong API key answered $code $err")
+echo "  submitted ${#JOB_IDS[@]} jobs in $((SECONDS - SUBMIT_START))s"
+
+# ---------------------------------------------------------------------------------------------
+# 7. Wait for the jobs
+
+# Fetches every job into $WORK/job-<i>.json and fills STATUS[i]; prints a progress line.
+declare -a STATUS
+refresh() {
+    local i
+    for i in "${!JOB_IDS[@]}"; do
+        case "${STATUS[$i]:-}" in succeeded | failed | dead) continue ;; esac
+        curl -sS -o "$WORK/job-$i.json" --max-time 10 -H "Authorization: Bearer $API_KEY" \
+            "$GATEWAY/v1/jobs/${JOB_IDS[$i]}" 2>/dev/null || true
+        STATUS[i]=$(json_fields "$WORK/job-$i.json" status)
+    done
+}
+count_status() {
+    local want=$1 s n=0
+    for s in "${STATUS[@]}"; do [ "$s" = "$want" ] && n=$((n + 1)); done
+    echo "$n"
+}
+
+step "Waiting for ${#JOB_IDS[@]} jobs (GET /v1/jobs/{id}, timeout ${QS_TIMEOUT}s)"
+WAIT_START=$SECONDS
+last_line=''
+while :; do
+    refresh
+    done_n=$(($(count_status succeeded) + $(count_status failed) + $(count_status dead)))
+    line=$(printf 'queued %s, processing %s, retrying %s | succeeded %s, failed %s, dead %s' \
+        "$(count_status queued)" "$(count_status processing)" "$(count_status retrying)" \
+        "$(count_status succeeded)" "$(count_status failed)" "$(count_status dead)")
+    if [ "$line" != "$last_line" ]; then
+        printf '  [%3ss] %s\n' "$((SECONDS - WAIT_START))" "$line"
+        last_line=$line
+    fi
+    [ "$done_n" -eq "${#JOB_IDS[@]}" ] && break
+    if ((SECONDS - WAIT_START >= QS_TIMEOUT)); then
+        tg_warn "not every job finished within ${QS_TIMEOUT}s"
+        CHECK_FAILURES+=("jobs still unfinished after ${QS_TIMEOUT}s")
+        break
+    fi
+    sleep 1
+done
+
+# ---------------------------------------------------------------------------------------------
+# 8. Results
+
+step "tollgatectl summary --tenant demo"
+ctl summary --tenant demo || CHECK_FAILURES+=("tollgatectl summary failed")
+
+step "Jobs"
+printf '  %-16s %-42s %-10s %8s %8s %8s  %s\n' type document status attempts units cost ""
+for i in "${!JOB_IDS[@]}"; do
+    IFS=$'\t' read -r status attempts units cost last_error < <(json_fields "$WORK/job-$i.json" status attempts units cost last_error)
+    mark=ok
+    if [ "$status" != "${JOB_EXPECT[$i]}" ]; then
+        mark="EXPECTED ${JOB_EXPECT[$i]}"
+        CHECK_FAILURES+=("${JOB_TYPES[$i]} ${JOB_NAMES[$i]} (${JOB_IDS[$i]}) is $status, expected ${JOB_EXPECT[$i]}")
+    fi
+    note=''
+    if [ "$status" = failed ] || [ "$status" = dead ]; then
+        note=" — ${last_error:0:70}"
+    fi
+    printf '  %-16s %-42s %-10s %8s %8s %8s  %s%s\n' "${JOB_TYPES[$i]}" "${JOB_NAMES[$i]:0:42}" \
+        "$status" "$attempts" "$units" "$cost" "$mark" "$note"
+done
+
+step "Billing check: one ledger entry per succeeded job, cost = units × weight"
+ledger_n="?" ledger_cost="?" succeeded_n="?" job_cost="?"
+read -r ledger_n ledger_cost succeeded_n job_cost < <(psql "$DB_URL" -AtF ' ' -c \
+    "SELECT (SELECT count(*) FROM ledger_entries),
+            (SELECT coalesce(sum(cost), 0) FROM ledger_entries),
+            (SELECT count(*) FROM jobs WHERE status = 'succeeded'),
+            (SELECT coalesce(sum(cost), 0) FROM jobs WHERE status = 'succeeded')") || true
+printf '  ledger entries %s (cost %s) for %s succeeded jobs (cost %s)\n' "$ledger_n" "$ledger_cost" "$succeeded_n" "$job_cost"
+if [ "$ledger_n" != "$succeeded_n" ] || [ "$ledger_cost" != "$job_cost" ]; then
+    CHECK_FAILURES+=("ledger ($ledger_n entries, cost $ledger_cost) does not match succeeded jobs ($succeeded_n, cost $job_cost)")
+fi
+
+step "tollgatectl jobs dead --tenant demo"
+ctl jobs dead --tenant demo | sed 's/^/  /' || CHECK_FAILURES+=("tollgatectl jobs dead failed")
+DEAD_ID=''
+for i in "${!JOB_IDS[@]}"; do
+    if [ "${STATUS[$i]}" = dead ]; then
+        DEAD_ID=${JOB_IDS[$i]}
+        break
+    fi
+done
+if [ -n "$DEAD_ID" ]; then
+    echo "  (an operator replays one with: tollgatectl jobs replay $DEAD_ID)"
+fi
+
+# ---------------------------------------------------------------------------------------------
+# 9. Verdict
+
+echo
+if [ "${#CHECK_FAILURES[@]}" -eq 0 ]; then
+    printf '\033[1;32mQuickstart OK:\033[0m %s jobs reached their expected state (wordcount and summarize-flaky succeeded, strict failed, unavailable dead); billed once each.\n' "${#JOB_IDS[@]}"
+    verdict=0
+else
+    printf '\033[1;31mQuickstart FAILED:\033[0m\n'
+    printf '  - %s\n' "${CHECK_FAILURES[@]}"
+    printf 'Logs: %s\n' "${LOG_DIR#"$ROOT"/}/"
+    verdict=1
+fi
+
+if [ "$KEEP_RUNNING" = 1 ]; then
+    cat <<EOF
+
+Services keep running until Ctrl-C:
+  gateway  $GATEWAY      (API key: $API_KEY)
+  curl -s -H "Authorization: Bearer $API_KEY" '$GATEWAY/v1/jobs?limit=5'
+  DATABASE_URL='$DB_URL' TOLLGATE_AMQP_PREFIX=$AMQP_PREFIX $CTL_BIN summary --tenant demo
+EOF
+    wait || true
+fi
+exit "$verdict"

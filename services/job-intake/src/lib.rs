@@ -1,0 +1,151 @@
+//! job-intake: accepts job submissions (validation against the job-type catalog,
+//! idempotency, transactional outbox), serves job reads, and relays the outbox to RabbitMQ
+//! with publisher confirms (SPEC "Jobs", "Messaging").
+//!
+//! It is internal: the gateway authenticates callers and forwards the tenant in
+//! `x-tollgate-tenant`.
+
+pub mod config;
+pub mod error;
+pub mod jobs;
+pub mod relay;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+use prometheus::{IntCounter, IntCounterVec, Opts};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tollgate_messaging::Broker;
+use tollgate_runtime::http::{observe, ops_routes, Readiness};
+use tollgate_runtime::metrics::HttpMetrics;
+use tollgate_storage::PgPool;
+
+pub use config::IntakeConfig;
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    pub pool: PgPool,
+    pub catalog: tollgate_storage::catalog::Catalog,
+    /// Wakes the relay after a commit.
+    pub relay_wake: Arc<Notify>,
+    pub broker: Broker,
+    pub internal_token: String,
+    pub submitted: IntCounterVec,
+}
+
+/// A running job-intake: its address and how to stop it.
+pub struct RunningIntake {
+    pub addr: SocketAddr,
+    pub broker: Broker,
+    server: actix_web::dev::ServerHandle,
+    tasks: Vec<JoinHandle<()>>,
+    cancel: CancellationToken,
+}
+
+impl RunningIntake {
+    /// Stops accepting requests, finishes in-flight ones, stops the relay.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.server.stop(true).await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Starts job-intake: pool, broker supervisor, outbox relay and the HTTP server.
+/// Errors: the port cannot be bound or the configuration is unusable. A database or broker
+/// that is down is not an error: the service starts, reports not ready and reconnects.
+pub async fn start(
+    config: IntakeConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<RunningIntake> {
+    let pool = tollgate_storage::pool::build_pool(
+        &config.database.url,
+        config.database.pool_size,
+        Duration::from_millis(config.database.acquire_timeout_ms),
+    )?;
+    let broker = Broker::start("job-intake", config.amqp.clone(), cancel.child_token());
+
+    let registry = tollgate_runtime::metrics::registry("job-intake");
+    let http_metrics = HttpMetrics::register(&registry)?;
+    let submitted = IntCounterVec::new(
+        Opts::new(
+            "tollgate_jobs_submitted_total",
+            "Job submissions by outcome",
+        ),
+        &["outcome"],
+    )?;
+    let published = IntCounter::new(
+        "tollgate_outbox_published_total",
+        "Outbox messages published and confirmed",
+    )?;
+    registry.register(Box::new(submitted.clone()))?;
+    registry.register(Box::new(published.clone()))?;
+
+    let relay_wake = Arc::new(Notify::new());
+    let relay = relay::Relay {
+        pool: pool.clone(),
+        broker: broker.clone(),
+        config: config.relay.clone(),
+        wake: relay_wake.clone(),
+        published,
+    };
+    let relay_task = tokio::spawn(relay.run(cancel.child_token()));
+
+    let state = web::Data::new(AppState {
+        pool: pool.clone(),
+        catalog: tollgate_storage::catalog::Catalog::new(Duration::from_millis(
+            config.catalog_cache_ttl_ms,
+        )),
+        relay_wake,
+        broker: broker.clone(),
+        internal_token: config.internal_token.clone(),
+        submitted,
+    });
+    let readiness = web::Data::new(Readiness {
+        database: Some(pool),
+        broker: Some(broker.clone()),
+    });
+    let registry = web::Data::new(registry);
+    let http_metrics = web::Data::new(http_metrics);
+    let max_body = config.max_body_bytes;
+
+    let listener = TcpListener::bind((config.http.host.as_str(), config.http.port))?;
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(readiness.clone())
+            .app_data(registry.clone())
+            .app_data(http_metrics.clone())
+            .app_data(web::PayloadConfig::new(max_body))
+            .wrap(middleware::from_fn(observe))
+            .configure(ops_routes)
+            .configure(jobs::routes)
+            .default_service(web::to(tollgate_runtime::http::not_found))
+    })
+    .workers(config.http.workers)
+    .disable_signals()
+    .shutdown_timeout(25)
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    let server_task = tokio::spawn(async move {
+        if let Err(err) = server.await {
+            tracing::error!(error = %err, "job-intake HTTP server failed");
+        }
+    });
+    tracing::info!(%addr, "job-intake listening");
+    Ok(RunningIntake {
+        addr,
+        broker,
+        server: handle,
+        tasks: vec![relay_task, server_task],
+        cancel,
+    })
+}

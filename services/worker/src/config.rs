@@ -1,0 +1,106 @@
+//! The worker's configuration (env prefix `WORKER__`); every key and default is in [`DEFAULTS`].
+
+use serde::Deserialize;
+use tollgate_messaging::BrokerConfig;
+use tollgate_runtime::config::{self, ConfigError};
+
+/// Compiled-in defaults.
+pub const DEFAULTS: &str = r#"
+prefetch = 64
+catalog_cache_ttl_ms = 5000
+
+[http]
+host = "127.0.0.1"
+port = 8082
+
+[database]
+url = "postgres://postgres@127.0.0.1:5432/tollgate"
+pool_size = 16
+acquire_timeout_ms = 2000
+
+[amqp]
+url = "amqp://guest:guest@127.0.0.1:5672/%2f"
+prefix = "tollgate"
+queue_type = "quorum"
+retry_tiers = 8
+max_reconnect_backoff_ms = 5000
+
+[retry]
+base_delay_ms = 1000
+max_delay_ms = 300000
+jitter = 0.2
+"#;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct WorkerConfig {
+    pub http: HttpConfig,
+    pub database: DatabaseConfig,
+    pub amqp: BrokerConfig,
+    pub retry: RetryConfig,
+    /// Unacknowledged messages held at once (AMQP prefetch); also the number of jobs
+    /// executed concurrently.
+    pub prefetch: u16,
+    /// How long a job type read from the catalog is reused, milliseconds.
+    pub catalog_cache_ttl_ms: u64,
+}
+
+/// The ops HTTP server (`/healthz`, `/readyz`, `/metrics`). Port 0 picks a free port.
+#[derive(Debug, Clone, Deserialize)]
+pub struct HttpConfig {
+    pub host: String,
+    pub port: u16,
+}
+
+/// PostgreSQL settings.
+#[derive(Debug, Clone, Deserialize)]
+pub struct DatabaseConfig {
+    /// `postgres://…`; a secret.
+    pub url: String,
+    pub pool_size: usize,
+    pub acquire_timeout_ms: u64,
+}
+
+/// Retry backoff: attempt `n` failed → wait `min(base × 2^(n-1), max) × (1 + U[0, jitter])`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct RetryConfig {
+    pub base_delay_ms: u64,
+    pub max_delay_ms: u64,
+    /// Fraction of the delay added at random, 0.0..=1.0.
+    pub jitter: f64,
+}
+
+impl WorkerConfig {
+    /// Loads and validates the configuration.
+    pub fn load() -> Result<Self, ConfigError> {
+        let cfg: Self = config::load("WORKER", DEFAULTS)?;
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// The defaults alone (tests override fields).
+    pub fn defaults() -> Result<Self, ConfigError> {
+        config::defaults(DEFAULTS)
+    }
+
+    /// Checks values that deserialize but make no sense.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        config::require(self.prefetch > 0, "prefetch", "must be at least 1")?;
+        config::require(
+            self.database.pool_size > 0,
+            "database.pool_size",
+            "must be at least 1",
+        )?;
+        config::require(
+            (0.0..=1.0).contains(&self.retry.jitter),
+            "retry.jitter",
+            "must be between 0 and 1",
+        )?;
+        config::require(
+            self.retry.base_delay_ms > 0,
+            "retry.base_delay_ms",
+            "must be positive",
+        )?;
+        Ok(())
+    }
+}

@@ -1,0 +1,407 @@
+//! The consumer: takes execute messages with manual acks and a bounded prefetch, runs each
+//! attempt, commits its outcome, and only then acks. Retries go to the delay queue for the
+//! attempt (TTL + dead-letter back to the execute queue), never by sleeping on a message.
+//!
+//! Exactly-once billing rests on two walls: the job's state guard (a terminal job is never
+//! completed again) and the ledger's unique idempotency key `job:<job id>`. A message can be
+//! delivered more than once (a crash before the ack, a republished outbox batch); the
+//! executor may then run more than once, but the job is billed once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use futures_util::StreamExt;
+use lapin::message::Delivery;
+use lapin::options::{
+    BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
+};
+use lapin::types::FieldTable;
+use prometheus::{HistogramVec, IntCounterVec};
+use rand::Rng;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tollgate_domain::{Envelope, JobCommand, JobId, TenantId};
+use tollgate_messaging::{Broker, OutgoingMessage};
+use tollgate_storage::catalog::Catalog;
+use tollgate_storage::jobs::{self, Failure, FailureNext, Success};
+use tollgate_storage::models::NewLedgerEntry;
+use tollgate_storage::{PgPool, StorageError};
+use tracing::Instrument;
+
+use crate::config::RetryConfig;
+use crate::executor::{execute_http, Outcome};
+
+/// Worker metrics.
+#[derive(Clone)]
+pub struct WorkerMetrics {
+    /// `tollgate_job_attempts_total{outcome}`: succeeded, retried, dead, failed, duplicate.
+    pub attempts: IntCounterVec,
+    /// `tollgate_job_execution_seconds{outcome}`.
+    pub execution: HistogramVec,
+}
+
+/// Everything a message handler needs.
+pub struct Consumer {
+    pub pool: PgPool,
+    pub broker: Broker,
+    pub http: reqwest::Client,
+    pub catalog: Catalog,
+    pub retry: RetryConfig,
+    pub prefetch: u16,
+    pub metrics: WorkerMetrics,
+}
+
+/// What to do with the delivery once the handler is done.
+enum Settle {
+    Ack,
+    /// Put it back (a transient failure of our own: database or broker).
+    Requeue,
+    /// Dead-letter it (undecodable).
+    Reject,
+}
+
+impl Consumer {
+    /// Consumes until `stop` fires (graceful: stop taking messages, finish and ack what is
+    /// held) or `kill` fires (abrupt, as a crash: drop what is held unacked, so RabbitMQ
+    /// redelivers it).
+    pub async fn run(self: Arc<Self>, stop: CancellationToken, kill: CancellationToken) {
+        let tracker = TaskTracker::new();
+        'connection: while !stop.is_cancelled() && !kill.is_cancelled() {
+            if !self.broker.is_ready() {
+                tokio::select! {
+                    _ = stop.cancelled() => break,
+                    _ = kill.cancelled() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                }
+            }
+            let channel = match self.broker.open_channel().await {
+                Ok(channel) => channel,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot open consumer channel; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let queue = self.broker.topology().execute_queue();
+            let consumer = async {
+                channel
+                    .basic_qos(self.prefetch, BasicQosOptions::default())
+                    .await?;
+                channel
+                    .basic_consume(
+                        queue.as_str().into(),
+                        format!("worker-{}", uuid::Uuid::new_v4().simple()).into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+            }
+            .await;
+            let mut consumer = match consumer {
+                Ok(consumer) => consumer,
+                Err(err) => {
+                    tracing::warn!(error = %err, "cannot start consuming; retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            tracing::info!(queue = %queue, prefetch = self.prefetch, "consuming");
+            loop {
+                let next = tokio::select! {
+                    _ = stop.cancelled() => break 'connection,
+                    _ = kill.cancelled() => break 'connection,
+                    next = consumer.next() => next,
+                };
+                match next {
+                    Some(Ok(delivery)) => {
+                        let this = self.clone();
+                        let kill = kill.clone();
+                        tracker.spawn(async move {
+                            tokio::select! {
+                                _ = kill.cancelled() => {}
+                                _ = this.handle(delivery) => {}
+                            }
+                        });
+                    }
+                    Some(Err(err)) => {
+                        tracing::warn!(error = %err, "consumer error; reconnecting");
+                        break;
+                    }
+                    None => {
+                        tracing::warn!("consumer stream ended; reconnecting");
+                        break;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        tracker.close();
+        if kill.is_cancelled() {
+            tracker.wait().await;
+            return;
+        }
+        // Graceful: the loop above stopped taking messages; finish and ack what we hold.
+        tracing::info!(in_flight = tracker.len(), "draining in-flight jobs");
+        tracker.wait().await;
+    }
+
+    async fn handle(&self, delivery: Delivery) {
+        let settle = match serde_json::from_slice::<Envelope<JobCommand>>(&delivery.data) {
+            Ok(envelope) => {
+                let JobCommand::ExecuteV1 { job_id, attempt } = envelope.data;
+                let span = tracing::info_span!("job", job_id = %job_id, tenant_id = %envelope.tenant, attempt);
+                match self
+                    .process(envelope.tenant, job_id, attempt.max(1))
+                    .instrument(span)
+                    .await
+                {
+                    Ok(()) => Settle::Ack,
+                    Err(err) => {
+                        tracing::warn!(job_id = %job_id, error = %err, "job handling failed; requeueing");
+                        // Requeue after a pause so a database outage does not spin.
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        Settle::Requeue
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "undecodable job message; dead-lettering");
+                Settle::Reject
+            }
+        };
+        let result = match settle {
+            Settle::Ack => delivery.ack(BasicAckOptions::default()).await,
+            Settle::Requeue => {
+                delivery
+                    .nack(BasicNackOptions {
+                        requeue: true,
+                        ..Default::default()
+                    })
+                    .await
+            }
+            Settle::Reject => delivery.reject(BasicRejectOptions { requeue: false }).await,
+        };
+        if let Err(err) = result {
+            // The channel is gone: RabbitMQ redelivers the message, which is safe.
+            tracing::warn!(error = %err, "could not settle delivery");
+        }
+    }
+
+    /// Runs attempt `attempt` of a job and commits its outcome. Errors are our own transient
+    /// failures (database, broker); the caller requeues the message.
+    async fn process(
+        &self,
+        tenant: TenantId,
+        job_id: JobId,
+        attempt: u32,
+    ) -> Result<(), ProcessError> {
+        let mut conn = tollgate_storage::pool::get(&self.pool).await?;
+        let attempt_i32 = i32::try_from(attempt).unwrap_or(i32::MAX);
+        let Some(job) = jobs::start_attempt(&mut conn, job_id.as_uuid(), attempt_i32).await? else {
+            self.metrics
+                .attempts
+                .with_label_values(&["duplicate"])
+                .inc();
+            tracing::debug!(job_id = %job_id, "job already finished or unknown; acking duplicate");
+            return Ok(());
+        };
+        drop(conn);
+        let started = Instant::now();
+        let job_type = self
+            .catalog
+            .job_type(&self.pool, job.tenant_id, &job.job_type)
+            .await?;
+        let (outcome, weight) = match &job_type {
+            Some(t) => {
+                let timeout = Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(30_000));
+                let outcome = execute_http(
+                    &self.http,
+                    &t.endpoint,
+                    timeout,
+                    job_id,
+                    &job.job_type,
+                    attempt,
+                    &job.input,
+                )
+                .await;
+                (outcome, t.weight)
+            }
+            None => (
+                Outcome::Permanent {
+                    error: format!("job type `{}` is no longer in the catalog", job.job_type),
+                    http_status: None,
+                },
+                0,
+            ),
+        };
+        let duration = started.elapsed();
+        let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
+        let mut conn = tollgate_storage::pool::get(&self.pool).await?;
+        let label = match outcome {
+            Outcome::Success { output, units } => {
+                let Some(cost) = units.checked_mul(weight) else {
+                    let failure = Failure {
+                        job_id: job_id.as_uuid(),
+                        attempt: attempt_i32,
+                        next: FailureNext::Failed,
+                        error: format!("cost overflow: {units} units × weight {weight}"),
+                        http_status: None,
+                        duration_ms,
+                    };
+                    jobs::record_failure(&mut conn, &failure).await?;
+                    self.metrics.attempts.with_label_values(&["failed"]).inc();
+                    return Ok(());
+                };
+                let success = Success {
+                    job_id: job_id.as_uuid(),
+                    attempt: attempt_i32,
+                    output,
+                    units,
+                    cost,
+                    duration_ms,
+                    ledger_entry: NewLedgerEntry {
+                        tenant_id: tenant.as_uuid(),
+                        idempotency_key: format!("job:{job_id}"),
+                        metric: format!("job.{}", job.job_type),
+                        raw_units: units,
+                        weighted_units: cost,
+                        cost,
+                        source_kind: "job".to_owned(),
+                        source_id: job_id.to_string(),
+                        context: serde_json::json!({ "job_type": job.job_type, "attempt": attempt, "weight": weight }),
+                        occurred_at: chrono::Utc::now(),
+                    },
+                };
+                if jobs::complete_success(&mut conn, &success).await? {
+                    "succeeded"
+                } else {
+                    "duplicate"
+                }
+            }
+            Outcome::Retryable { error, http_status } => {
+                let next = if attempt_i32 < job.max_attempts {
+                    FailureNext::Retry
+                } else {
+                    FailureNext::Dead
+                };
+                let failure = Failure {
+                    job_id: job_id.as_uuid(),
+                    attempt: attempt_i32,
+                    next,
+                    error,
+                    http_status: http_status.map(i32::from),
+                    duration_ms,
+                };
+                let recorded = jobs::record_failure(&mut conn, &failure).await?;
+                match (recorded, next) {
+                    (false, _) => "duplicate",
+                    (true, FailureNext::Retry) => {
+                        // Committed as `retrying`; if this publish fails, the message is
+                        // requeued and the next delivery retries the attempt.
+                        self.publish_retry(tenant, job_id, attempt).await?;
+                        "retried"
+                    }
+                    (true, _) => "dead",
+                }
+            }
+            Outcome::Permanent { error, http_status } => {
+                let failure = Failure {
+                    job_id: job_id.as_uuid(),
+                    attempt: attempt_i32,
+                    next: FailureNext::Failed,
+                    error,
+                    http_status: http_status.map(i32::from),
+                    duration_ms,
+                };
+                if jobs::record_failure(&mut conn, &failure).await? {
+                    "failed"
+                } else {
+                    "duplicate"
+                }
+            }
+        };
+        self.metrics.attempts.with_label_values(&[label]).inc();
+        self.metrics
+            .execution
+            .with_label_values(&[label])
+            .observe(duration.as_secs_f64());
+        tracing::info!(job_id = %job_id, attempt, outcome = label, duration_ms, "attempt finished");
+        Ok(())
+    }
+
+    /// Publishes attempt `failed_attempt + 1` to the delay queue for `failed_attempt`.
+    async fn publish_retry(
+        &self,
+        tenant: TenantId,
+        job_id: JobId,
+        failed_attempt: u32,
+    ) -> Result<(), ProcessError> {
+        let envelope = Envelope::job_command(
+            "worker",
+            tenant,
+            JobCommand::ExecuteV1 {
+                job_id,
+                attempt: failed_attempt + 1,
+            },
+        );
+        let topology = self.broker.topology();
+        let message = OutgoingMessage {
+            message_id: envelope.id,
+            exchange: topology.retry_exchange(),
+            routing_key: topology.retry_key(failed_attempt),
+            payload: serde_json::to_vec(&envelope)
+                .map_err(|e| ProcessError::Encode(e.to_string()))?,
+            expiration_ms: Some(backoff_ms(
+                &self.retry,
+                failed_attempt,
+                rand::rng().random(),
+            )),
+        };
+        self.broker
+            .publish_batch(std::slice::from_ref(&message))
+            .await?;
+        Ok(())
+    }
+}
+
+/// The delay before the attempt after `failed_attempt` (1-based), milliseconds:
+/// `min(base × 2^(failed_attempt-1), max) × (1 + jitter × r)` for `r` in `[0, 1)`.
+pub fn backoff_ms(retry: &RetryConfig, failed_attempt: u32, r: f64) -> u64 {
+    let exp = failed_attempt.saturating_sub(1).min(30);
+    let delay = retry
+        .base_delay_ms
+        .saturating_mul(1u64 << exp)
+        .min(retry.max_delay_ms);
+    let jitter = (delay as f64 * retry.jitter * r.clamp(0.0, 1.0)) as u64;
+    delay.saturating_add(jitter)
+}
+
+#[derive(Debug, thiserror::Error)]
+enum ProcessError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error(transparent)]
+    Messaging(#[from] tollgate_messaging::MessagingError),
+    #[error("encoding failed: {0}")]
+    Encode(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_caps_and_jitters_within_bounds() {
+        let retry = RetryConfig {
+            base_delay_ms: 1000,
+            max_delay_ms: 5000,
+            jitter: 0.2,
+        };
+        assert_eq!(backoff_ms(&retry, 1, 0.0), 1000);
+        assert_eq!(backoff_ms(&retry, 2, 0.0), 2000);
+        assert_eq!(backoff_ms(&retry, 3, 0.0), 4000);
+        assert_eq!(backoff_ms(&retry, 4, 0.0), 5000);
+        assert_eq!(backoff_ms(&retry, 40, 0.0), 5000);
+        assert_eq!(backoff_ms(&retry, 1, 0.999_999), 1199);
+    }
+}

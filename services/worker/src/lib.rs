@@ -1,0 +1,139 @@
+//! The worker: consumes execute messages from RabbitMQ, runs each job through its type's
+//! executor, retries retryable failures through delay queues, dead-letters exhausted jobs,
+//! and commits success, cost and the ledger entry in one transaction (SPEC "Jobs").
+
+pub mod config;
+pub mod consume;
+pub mod executor;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{middleware, web, App, HttpServer};
+use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tollgate_messaging::Broker;
+use tollgate_runtime::http::{observe, ops_routes, Readiness};
+use tollgate_runtime::metrics::HttpMetrics;
+
+pub use config::WorkerConfig;
+use consume::{Consumer, WorkerMetrics};
+
+/// A running worker.
+pub struct RunningWorker {
+    /// The ops HTTP server's address.
+    pub addr: SocketAddr,
+    server: actix_web::dev::ServerHandle,
+    consumer: JoinHandle<()>,
+    stop: CancellationToken,
+    kill: CancellationToken,
+    broker_cancel: CancellationToken,
+}
+
+impl RunningWorker {
+    /// Graceful stop (SIGTERM): stop consuming, finish in-flight jobs, ack, close.
+    pub async fn stop(self) {
+        self.stop.cancel();
+        let _ = self.consumer.await;
+        self.broker_cancel.cancel();
+        self.server.stop(true).await;
+    }
+
+    /// Abrupt stop, as a crash: in-flight jobs are abandoned unacked and the connection is
+    /// dropped, so RabbitMQ redelivers them to another worker.
+    pub async fn kill(self) {
+        self.kill.cancel();
+        let _ = self.consumer.await;
+        self.broker_cancel.cancel();
+        self.server.stop(false).await;
+    }
+}
+
+/// Starts the worker. A database or broker that is down is not an error: it waits,
+/// reports not ready, and reconnects.
+pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
+    let pool = tollgate_storage::pool::build_pool(
+        &config.database.url,
+        config.database.pool_size,
+        Duration::from_millis(config.database.acquire_timeout_ms),
+    )?;
+    let broker_cancel = CancellationToken::new();
+    let broker = Broker::start("worker", config.amqp.clone(), broker_cancel.clone());
+
+    let registry = tollgate_runtime::metrics::registry("worker");
+    let http_metrics = HttpMetrics::register(&registry)?;
+    let attempts = IntCounterVec::new(
+        Opts::new("tollgate_job_attempts_total", "Job attempts by outcome"),
+        &["outcome"],
+    )?;
+    let execution = HistogramVec::new(
+        HistogramOpts::new(
+            "tollgate_job_execution_seconds",
+            "Executor time per attempt, seconds",
+        ),
+        &["outcome"],
+    )?;
+    registry.register(Box::new(attempts.clone()))?;
+    registry.register(Box::new(execution.clone()))?;
+
+    let http = reqwest::Client::builder()
+        .connect_timeout(Duration::from_secs(5))
+        .pool_max_idle_per_host(usize::from(config.prefetch))
+        .build()?;
+    let consumer = Arc::new(Consumer {
+        pool: pool.clone(),
+        broker: broker.clone(),
+        http,
+        catalog: tollgate_storage::catalog::Catalog::new(Duration::from_millis(
+            config.catalog_cache_ttl_ms,
+        )),
+        retry: config.retry.clone(),
+        prefetch: config.prefetch,
+        metrics: WorkerMetrics {
+            attempts,
+            execution,
+        },
+    });
+    let stop = CancellationToken::new();
+    let kill = CancellationToken::new();
+    let consumer_task = tokio::spawn(consumer.run(stop.clone(), kill.clone()));
+
+    let readiness = web::Data::new(Readiness {
+        database: Some(pool),
+        broker: Some(broker),
+    });
+    let registry = web::Data::new(registry);
+    let http_metrics = web::Data::new(http_metrics);
+    let listener = TcpListener::bind((config.http.host.as_str(), config.http.port))?;
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(readiness.clone())
+            .app_data(registry.clone())
+            .app_data(http_metrics.clone())
+            .wrap(middleware::from_fn(observe))
+            .configure(ops_routes)
+            .default_service(web::to(tollgate_runtime::http::not_found))
+    })
+    .workers(1)
+    .disable_signals()
+    .listen(listener)?
+    .run();
+    let handle = server.handle();
+    tokio::spawn(async move {
+        if let Err(err) = server.await {
+            tracing::error!(error = %err, "worker ops server failed");
+        }
+    });
+    tracing::info!(%addr, "worker started");
+    Ok(RunningWorker {
+        addr,
+        server: handle,
+        consumer: consumer_task,
+        stop,
+        kill,
+        broker_cancel,
+    })
+}

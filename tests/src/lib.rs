@@ -1,0 +1,334 @@
+//! End-to-end test support: each test gets a fresh PostgreSQL database (migrated), fresh
+//! RabbitMQ names (a random prefix, classic queues that expire when unused), the real
+//! gateway, job-intake and worker on port 0, a tenant with an API key, and a wiremock server
+//! standing in for the tenant's executor (zero2prod `spawn_app`, svix random prefixes).
+
+pub mod proxy;
+
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
+use serde_json::Value;
+use tokio_util::sync::CancellationToken;
+use tollgate_domain::{api_key, ApiKeyId, TenantId};
+use tollgate_messaging::{BrokerConfig, QueueType};
+use tollgate_storage::models::{ApiKeyRow, JobTypeRow};
+use tollgate_storage::{tenants, PgPool};
+use wiremock::MockServer;
+
+/// PostgreSQL server URL without a database (`TEST_PG_URL`, default the local server as `postgres`).
+pub fn pg_server_url() -> String {
+    std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
+}
+
+/// RabbitMQ URL (`TEST_AMQP_URL`, default the local broker as guest).
+pub fn amqp_url() -> String {
+    std::env::var("TEST_AMQP_URL")
+        .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
+}
+
+/// Options for [`TestApp::spawn`].
+#[derive(Clone)]
+pub struct Options {
+    /// AMQP URL job-intake uses (tests point it at a controllable proxy).
+    pub intake_amqp_url: Option<String>,
+    /// Start a worker.
+    pub worker: bool,
+    /// Tenant rate limit, requests per minute.
+    pub rate_limit_per_minute: i32,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self {
+            intake_amqp_url: None,
+            worker: true,
+            rate_limit_per_minute: 100_000,
+        }
+    }
+}
+
+/// A running Tollgate for one test.
+pub struct TestApp {
+    pub db_url: String,
+    pub pool: PgPool,
+    pub amqp_prefix: String,
+    pub gateway_url: String,
+    pub intake_url: String,
+    pub worker_url: Option<String>,
+    pub tenant: TenantId,
+    pub tenant_name: String,
+    pub api_key: String,
+    pub executor: MockServer,
+    pub http: reqwest::Client,
+    worker: Option<tollgate_worker::RunningWorker>,
+    intake: Option<tollgate_job_intake::RunningIntake>,
+    gateway: Option<tollgate_gateway::RunningGateway>,
+}
+
+/// A fresh database with the migrations applied; returns its URL.
+pub async fn fresh_database() -> String {
+    let server = pg_server_url();
+    let name = format!("tollgate_test_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = AsyncPgConnection::establish(&format!("{server}/postgres"))
+        .await
+        .expect("connect to PostgreSQL (is it running? see README)");
+    diesel::sql_query(format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await
+        .expect("create test database");
+    let url = format!("{server}/{name}");
+    tollgate_storage::migrate::run_pending(&url)
+        .await
+        .expect("migrate");
+    url
+}
+
+fn broker_config(url: String, prefix: &str) -> BrokerConfig {
+    BrokerConfig {
+        url,
+        prefix: prefix.to_owned(),
+        queue_type: QueueType::Classic,
+        queue_expires_ms: Some(120_000),
+        retry_tiers: 4,
+        max_reconnect_backoff_ms: 300,
+    }
+}
+
+impl TestApp {
+    /// Starts everything with default options.
+    pub async fn spawn() -> Self {
+        Self::spawn_with(Options::default()).await
+    }
+
+    /// Starts everything.
+    pub async fn spawn_with(options: Options) -> Self {
+        tollgate_runtime::telemetry::init("tests");
+        let db_url = fresh_database().await;
+        let pool =
+            tollgate_storage::pool::build_pool(&db_url, 4, Duration::from_secs(5)).expect("pool");
+        let amqp_prefix = format!("t{}", &uuid::Uuid::new_v4().simple().to_string()[..12]);
+        let internal_token = uuid::Uuid::new_v4().simple().to_string();
+
+        let mut intake_cfg = tollgate_job_intake::IntakeConfig::defaults().expect("defaults");
+        intake_cfg.http.port = 0;
+        intake_cfg.http.workers = 1;
+        intake_cfg.database.url = db_url.clone();
+        intake_cfg.database.pool_size = 4;
+        intake_cfg.amqp = broker_config(
+            options.intake_amqp_url.clone().unwrap_or_else(amqp_url),
+            &amqp_prefix,
+        );
+        intake_cfg.internal_token = internal_token.clone();
+        intake_cfg.relay.poll_interval_ms = 50;
+        intake_cfg.catalog_cache_ttl_ms = 0;
+        let intake = tollgate_job_intake::start(intake_cfg, CancellationToken::new())
+            .await
+            .expect("start intake");
+        let intake_url = format!("http://{}", intake.addr);
+
+        let mut gateway_cfg = tollgate_gateway::GatewayConfig::defaults().expect("defaults");
+        gateway_cfg.http.port = 0;
+        gateway_cfg.http.workers = 1;
+        gateway_cfg.database.url = db_url.clone();
+        gateway_cfg.database.pool_size = 2;
+        gateway_cfg.intake_url = intake_url.clone();
+        gateway_cfg.internal_token = internal_token;
+        gateway_cfg.key_cache_ttl_ms = 0;
+        gateway_cfg.max_body_bytes = 64 * 1024;
+        let gateway = tollgate_gateway::start(gateway_cfg)
+            .await
+            .expect("start gateway");
+        let gateway_url = format!("http://{}", gateway.addr);
+
+        let tenant_name = format!("tenant-{}", uuid::Uuid::new_v4().simple());
+        let mut conn = tollgate_storage::pool::get(&pool).await.expect("conn");
+        let tenant = tenants::create_tenant(&mut conn, &tenant_name, options.rate_limit_per_minute)
+            .await
+            .expect("tenant");
+        let key = api_key::generate();
+        tenants::insert_api_key(
+            &mut conn,
+            &ApiKeyRow {
+                id: ApiKeyId::new().as_uuid(),
+                tenant_id: tenant.id,
+                prefix: key.prefix.clone(),
+                key_hash: key.hash.to_vec(),
+                name: "test".into(),
+                created_at: chrono::Utc::now(),
+                revoked_at: None,
+            },
+        )
+        .await
+        .expect("key");
+
+        let mut app = Self {
+            db_url,
+            pool,
+            amqp_prefix,
+            gateway_url,
+            intake_url,
+            worker_url: None,
+            tenant: TenantId::from_uuid(tenant.id),
+            tenant_name,
+            api_key: key.secret_text,
+            executor: MockServer::start().await,
+            http: reqwest::Client::new(),
+            worker: None,
+            intake: Some(intake),
+            gateway: Some(gateway),
+        };
+        if options.worker {
+            app.start_worker().await;
+        }
+        app
+    }
+
+    /// Starts a worker (another one if one runs already is not supported: stop or kill first).
+    pub async fn start_worker(&mut self) {
+        let mut cfg = tollgate_worker::WorkerConfig::defaults().expect("defaults");
+        cfg.http.port = 0;
+        cfg.database.url = self.db_url.clone();
+        cfg.database.pool_size = 4;
+        cfg.amqp = broker_config(amqp_url(), &self.amqp_prefix);
+        cfg.retry.base_delay_ms = 50;
+        cfg.retry.max_delay_ms = 200;
+        cfg.catalog_cache_ttl_ms = 0;
+        cfg.prefetch = 16;
+        let worker = tollgate_worker::start(cfg).await.expect("start worker");
+        self.worker_url = Some(format!("http://{}", worker.addr));
+        self.worker = Some(worker);
+    }
+
+    /// Crashes the worker: in-flight jobs are left unacked.
+    pub async fn kill_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.kill().await;
+        }
+    }
+
+    /// Adds a job type whose executor is `path` on the mock executor.
+    pub async fn add_job_type(
+        &self,
+        name: &str,
+        path: &str,
+        weight: i64,
+        max_attempts: i32,
+        max_input_bytes: i32,
+    ) {
+        self.add_job_type_with_timeout(name, path, weight, max_attempts, max_input_bytes, 5_000)
+            .await;
+    }
+
+    /// Adds a job type with an explicit executor timeout, milliseconds.
+    pub async fn add_job_type_with_timeout(
+        &self,
+        name: &str,
+        path: &str,
+        weight: i64,
+        max_attempts: i32,
+        max_input_bytes: i32,
+        timeout_ms: i32,
+    ) {
+        let mut conn = tollgate_storage::pool::get(&self.pool).await.expect("conn");
+        let now = chrono::Utc::now();
+        tenants::upsert_job_type(
+            &mut conn,
+            &JobTypeRow {
+                tenant_id: self.tenant.as_uuid(),
+                name: name.into(),
+                executor: "http".into(),
+                endpoint: format!("{}{}", self.executor.uri(), path),
+                timeout_ms,
+                max_attempts,
+                weight,
+                max_input_bytes,
+                created_at: now,
+                updated_at: now,
+            },
+        )
+        .await
+        .expect("job type");
+    }
+
+    /// `POST /v1/jobs` through the gateway; returns status and JSON body.
+    pub async fn submit(&self, body: &Value, idempotency_key: Option<&str>) -> (u16, Value) {
+        let mut req = self
+            .http
+            .post(format!("{}/v1/jobs", self.gateway_url))
+            .bearer_auth(&self.api_key)
+            .json(body);
+        if let Some(key) = idempotency_key {
+            req = req.header("Idempotency-Key", key);
+        }
+        let res = req.send().await.expect("submit");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
+    /// `GET /v1/jobs/{id}` through the gateway.
+    pub async fn get_job(&self, id: &str) -> Value {
+        self.http
+            .get(format!("{}/v1/jobs/{id}", self.gateway_url))
+            .bearer_auth(&self.api_key)
+            .send()
+            .await
+            .expect("get job")
+            .json()
+            .await
+            .expect("job json")
+    }
+
+    /// Polls the job until its status is one of `states` (panics after `timeout`).
+    pub async fn wait_for_status(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let job = self.get_job(id).await;
+            if states.iter().any(|s| job["status"] == *s) {
+                return job;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "job {id} never reached {states:?}; last: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// A scalar `SELECT count(*)`-style query on the test database.
+    pub async fn count(&self, sql: &str) -> i64 {
+        #[derive(diesel::QueryableByName)]
+        struct Count {
+            #[diesel(sql_type = diesel::sql_types::Int8)]
+            n: i64,
+        }
+        let mut conn = tollgate_storage::pool::get(&self.pool).await.expect("conn");
+        diesel::sql_query(sql)
+            .get_result::<Count>(&mut conn)
+            .await
+            .expect("count query")
+            .n
+    }
+
+    /// Runs a statement on the test database, returning its error text if it failed.
+    pub async fn execute(&self, sql: &str) -> Result<usize, String> {
+        let mut conn = tollgate_storage::pool::get(&self.pool).await.expect("conn");
+        diesel::sql_query(sql)
+            .execute(&mut conn)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
+    /// Stops every service gracefully.
+    pub async fn stop(mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop().await;
+        }
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop().await;
+        }
+        if let Some(intake) = self.intake.take() {
+            intake.stop().await;
+        }
+    }
+}

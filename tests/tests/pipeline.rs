@@ -1,0 +1,646 @@
+//! The metered job pipeline end to end: gateway → job-intake → outbox → RabbitMQ → worker →
+//! tenant executor (wiremock) → job state + ledger, on the real PostgreSQL and RabbitMQ.
+
+use std::time::Duration;
+
+use serde_json::json;
+use tollgate_e2e::{proxy::Proxy, Options, TestApp};
+use wiremock::matchers::{header_exists, method, path};
+use wiremock::{Mock, ResponseTemplate};
+
+const WAIT: Duration = Duration::from_secs(30);
+
+fn ok_units(units: i64) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(json!({ "output": { "ok": true }, "units": units }))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_bills_weight_times_units_once() {
+    let app = TestApp::spawn().await;
+    app.add_job_type("resize", "/resize", 3, 3, 1024).await;
+    Mock::given(method("POST"))
+        .and(path("/resize"))
+        .and(header_exists("idempotency-key"))
+        .respond_with(ok_units(7))
+        .expect(1)
+        .mount(&app.executor)
+        .await;
+
+    let (status, job) = app
+        .submit(&json!({ "type": "resize", "input": { "w": 100 } }), None)
+        .await;
+    assert_eq!(status, 202, "{job}");
+    assert_eq!(job["status"], "queued");
+    let id = job["id"].as_str().expect("id").to_owned();
+    assert!(id.starts_with("job_"));
+
+    let done = app.wait_for_status(&id, &["succeeded"], WAIT).await;
+    assert_eq!(done["units"], 7);
+    assert_eq!(done["cost"], 21);
+    assert_eq!(done["attempts"], 1);
+    assert_eq!(done["output"], json!({ "ok": true }));
+    assert_eq!(done["input"], json!({ "w": 100 }));
+
+    let uuid = id.trim_start_matches("job_");
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM ledger_entries WHERE source_id = '{id}' AND raw_units = 7 AND weighted_units = 21 AND cost = 21 AND metric = 'job.resize' AND idempotency_key = 'job:{id}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count(&format!(
+            "SELECT count(*) AS n FROM job_attempts WHERE job_id = '{uuid}'"
+        ))
+        .await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+            .await,
+        0
+    );
+    // The executor was called with the job id as its idempotency key.
+    let requests = app.executor.received_requests().await.expect("recorded");
+    assert_eq!(
+        requests[0]
+            .headers
+            .get("idempotency-key")
+            .map(|v| v.to_str().unwrap_or_default()),
+        Some(id.as_str())
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resubmitting_returns_the_first_job_and_a_reused_key_conflicts() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.add_job_type("echo", "/echo", 1, 3, 1024).await;
+    let body = json!({ "type": "echo", "input": { "text": "hello" } });
+
+    let (s1, first) = app.submit(&body, Some("order-42")).await;
+    let (s2, second) = app.submit(&body, Some("order-42")).await;
+    assert_eq!((s1, s2), (202, 200));
+    assert_eq!(first["id"], second["id"]);
+
+    // Without a header the key is the hash of (type, input): key order does not matter.
+    let (s3, by_hash) = app
+        .submit(
+            &json!({ "input": { "text": "hello" }, "type": "echo" }),
+            None,
+        )
+        .await;
+    let (s4, by_hash_again) = app.submit(&body, None).await;
+    assert_eq!((s3, s4), (202, 200));
+    assert_eq!(by_hash["id"], by_hash_again["id"]);
+    assert_ne!(by_hash["id"], first["id"]);
+
+    let (s5, conflict) = app
+        .submit(
+            &json!({ "type": "echo", "input": { "text": "other" } }),
+            Some("order-42"),
+        )
+        .await;
+    assert_eq!(s5, 409, "{conflict}");
+    assert_eq!(conflict["error"]["code"], "IDEMPOTENCY_KEY_REUSED");
+    assert_eq!(conflict["error"]["details"]["job_id"], first["id"]);
+
+    assert_eq!(app.count("SELECT count(*) AS n FROM jobs").await, 2);
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 2);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_submissions_are_refused_and_persist_nothing() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.add_job_type("small", "/small", 1, 3, 64).await;
+
+    let (status, body) = app
+        .submit(&json!({ "type": "nope", "input": {} }), None)
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "UNKNOWN_JOB_TYPE");
+
+    let (status, body) = app
+        .submit(
+            &json!({ "type": "small", "input": { "text": "x".repeat(200) } }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "INPUT_TOO_LARGE");
+    assert_eq!(body["error"]["details"]["limit"], 64);
+
+    let (status, body) = app
+        .submit(&json!({ "type": "BAD TYPE", "input": {} }), None)
+        .await;
+    assert_eq!(status, 422);
+    assert_eq!(body["error"]["code"], "INVALID_REQUEST");
+
+    // Over the gateway's body limit (64 KiB in tests).
+    let (status, body) = app
+        .submit(
+            &json!({ "type": "small", "input": "y".repeat(70_000) }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 413);
+    assert_eq!(body["error"]["code"], "BODY_TOO_LARGE");
+
+    let res = app
+        .http
+        .post(format!("{}/v1/jobs", app.gateway_url))
+        .bearer_auth(&app.api_key)
+        .header("content-type", "application/json")
+        .body("{not json")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 400);
+    assert!(res.headers().contains_key("x-request-id"));
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "MALFORMED_JSON");
+
+    assert_eq!(app.count("SELECT count(*) AS n FROM jobs").await, 0);
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 0);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn executor_500_twice_then_200_succeeds_on_attempt_3_with_one_ledger_entry() {
+    let app = TestApp::spawn().await;
+    app.add_job_type("flaky", "/flaky", 2, 3, 1024).await;
+    Mock::given(path("/flaky"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(2)
+        .expect(2)
+        .mount(&app.executor)
+        .await;
+    Mock::given(path("/flaky"))
+        .respond_with(ok_units(5))
+        .expect(1)
+        .mount(&app.executor)
+        .await;
+
+    let (_, job) = app
+        .submit(&json!({ "type": "flaky", "input": {} }), None)
+        .await;
+    let id = job["id"].as_str().expect("id");
+    let done = app
+        .wait_for_status(id, &["succeeded", "dead", "failed"], WAIT)
+        .await;
+    assert_eq!(done["status"], "succeeded", "{done}");
+    assert_eq!(done["attempts"], 3);
+    assert_eq!(done["cost"], 10);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM job_attempts WHERE outcome = 'retryable' AND http_status = 500").await,
+        2
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn permanent_400_fails_at_once_without_retry_or_bill() {
+    let app = TestApp::spawn().await;
+    app.add_job_type("strict", "/strict", 1, 3, 1024).await;
+    Mock::given(path("/strict"))
+        .respond_with(ResponseTemplate::new(400).set_body_string("bad input"))
+        .expect(1)
+        .mount(&app.executor)
+        .await;
+    let (_, job) = app
+        .submit(&json!({ "type": "strict", "input": {} }), None)
+        .await;
+    let id = job["id"].as_str().expect("id");
+    let done = app
+        .wait_for_status(id, &["failed", "succeeded", "dead"], WAIT)
+        .await;
+    assert_eq!(done["status"], "failed");
+    assert_eq!(done["attempts"], 1);
+    assert!(done["last_error"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("400"));
+    // Give a wrongly scheduled retry time to show up; none may.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        0
+    );
+    assert_eq!(app.count("SELECT count(*) AS n FROM job_attempts").await, 1);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn always_503_goes_dead_after_max_attempts_then_cli_replay_completes_it() {
+    let app = TestApp::spawn().await;
+    app.add_job_type("down", "/down", 4, 3, 1024).await;
+    let unavailable = Mock::given(path("/down"))
+        .respond_with(ResponseTemplate::new(503))
+        .expect(3)
+        .mount_as_scoped(&app.executor)
+        .await;
+
+    let (_, job) = app
+        .submit(&json!({ "type": "down", "input": { "n": 1 } }), None)
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    let dead = app
+        .wait_for_status(&id, &["dead", "succeeded", "failed"], WAIT)
+        .await;
+    assert_eq!(dead["status"], "dead");
+    assert_eq!(dead["attempts"], 3);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM job_attempts WHERE http_status = 503")
+            .await,
+        3
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        0
+    );
+    drop(unavailable);
+
+    Mock::given(path("/down"))
+        .respond_with(ok_units(2))
+        .expect(1)
+        .mount(&app.executor)
+        .await;
+    tollgate_cli::run_from([
+        "tollgatectl",
+        "--database-url",
+        &app.db_url,
+        "--amqp-prefix",
+        &app.amqp_prefix,
+        "jobs",
+        "replay",
+        &id,
+    ])
+    .await
+    .expect("replay");
+    let done = app.wait_for_status(&id, &["succeeded"], WAIT).await;
+    assert_eq!(done["cost"], 8);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        1
+    );
+    // The error history of the dead run is kept.
+    assert_eq!(app.count("SELECT count(*) AS n FROM job_attempts").await, 4);
+    // Replaying a job that is not dead is refused.
+    let again = tollgate_cli::run_from([
+        "tollgatectl",
+        "--database-url",
+        &app.db_url,
+        "jobs",
+        "replay",
+        &id,
+    ])
+    .await;
+    assert!(again.is_err());
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_killed_mid_job_is_redelivered_and_billed_once() {
+    let mut app = TestApp::spawn().await;
+    app.add_job_type("slow", "/slow", 1, 3, 1024).await;
+    // The first call hangs past the kill; later calls answer at once.
+    Mock::given(path("/slow"))
+        .respond_with(ok_units(9).set_delay(Duration::from_secs(4)))
+        .up_to_n_times(1)
+        .mount(&app.executor)
+        .await;
+    Mock::given(path("/slow"))
+        .respond_with(ok_units(9))
+        .mount(&app.executor)
+        .await;
+
+    let (_, job) = app
+        .submit(&json!({ "type": "slow", "input": {} }), None)
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    app.wait_for_status(&id, &["processing"], WAIT).await;
+    app.kill_worker().await;
+    assert_ne!(app.get_job(&id).await["status"], "succeeded");
+
+    app.start_worker().await;
+    let done = app.wait_for_status(&id, &["succeeded"], WAIT).await;
+    assert_eq!(done["cost"], 9);
+    // Let the abandoned first call finish too: it must not bill again.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        1
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM job_attempts WHERE outcome = 'succeeded'")
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_submitted_while_the_broker_is_unreachable_are_published_later() {
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let app = TestApp::spawn_with(Options {
+        intake_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
+        ..Default::default()
+    })
+    .await;
+    app.add_job_type("later", "/later", 1, 3, 1024).await;
+    Mock::given(path("/later"))
+        .respond_with(ok_units(1))
+        .expect(2)
+        .mount(&app.executor)
+        .await;
+
+    let (status, job) = app
+        .submit(&json!({ "type": "later", "input": {} }), None)
+        .await;
+    assert_eq!(status, 202, "{job}");
+    let id = job["id"].as_str().expect("id").to_owned();
+
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.intake_url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    let report: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(report["checks"]["broker"], "down");
+    assert_eq!(report["checks"]["database"], "ok");
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(app.get_job(&id).await["status"], "queued");
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+            .await,
+        1
+    );
+
+    proxy.up();
+    app.wait_for_status(&id, &["succeeded"], WAIT).await;
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+            .await,
+        0
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        1
+    );
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.intake_url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 200);
+
+    // The broker goes away again mid-life: intake stays up and recovers.
+    proxy.down();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let (status, job) = app
+        .submit(
+            &json!({ "type": "later", "input": { "second": true } }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202);
+    proxy.up();
+    app.wait_for_status(job["id"].as_str().expect("id"), &["succeeded"], WAIT)
+        .await;
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        2
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_unknown_and_revoked_api_keys_get_401() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    let url = format!("{}/v1/jobs", app.gateway_url);
+
+    let res = app.http.get(&url).send().await.expect("send");
+    assert_eq!(res.status().as_u16(), 401);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "MISSING_API_KEY");
+
+    let forged = format!("{}X", &app.api_key[..app.api_key.len() - 1]);
+    let res = app
+        .http
+        .get(&url)
+        .bearer_auth(&forged)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 401);
+
+    let res = app
+        .http
+        .get(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 200);
+
+    tollgate_cli::run_from([
+        "tollgatectl",
+        "--database-url",
+        &app.db_url,
+        "key",
+        "revoke",
+        &app.api_key,
+    ])
+    .await
+    .expect("revoke");
+    let res = app
+        .http
+        .get(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 401);
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "INVALID_API_KEY");
+
+    // job-intake refuses callers that bypass the gateway.
+    let res = app
+        .http
+        .get(format!("{}/v1/jobs", app.intake_url))
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 401);
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_answers_429_with_retry_after() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        rate_limit_per_minute: 3,
+        ..Default::default()
+    })
+    .await;
+    let url = format!("{}/v1/jobs", app.gateway_url);
+    for _ in 0..3 {
+        let res = app
+            .http
+            .get(&url)
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .expect("send");
+        assert_eq!(res.status().as_u16(), 200);
+    }
+    let res = app
+        .http
+        .get(&url)
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 429);
+    let retry_after: u64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After header");
+    assert!((1..=60).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = res.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "RATE_LIMITED");
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_refuses_update_delete_and_truncate() {
+    let app = TestApp::spawn().await;
+    app.add_job_type("one", "/one", 1, 3, 1024).await;
+    Mock::given(path("/one"))
+        .respond_with(ok_units(3))
+        .mount(&app.executor)
+        .await;
+    let (_, job) = app
+        .submit(&json!({ "type": "one", "input": {} }), None)
+        .await;
+    app.wait_for_status(job["id"].as_str().expect("id"), &["succeeded"], WAIT)
+        .await;
+
+    let err = app
+        .execute("UPDATE ledger_entries SET cost = 0")
+        .await
+        .expect_err("update must fail");
+    assert!(err.contains("append-only"), "{err}");
+    let err = app
+        .execute("DELETE FROM ledger_entries")
+        .await
+        .expect_err("delete must fail");
+    assert!(err.contains("append-only"), "{err}");
+    let err = app
+        .execute("TRUNCATE ledger_entries")
+        .await
+        .expect_err("truncate must fail");
+    assert!(err.contains("append-only"), "{err}");
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE cost = 3")
+            .await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn job_lists_paginate_by_cursor_and_filter() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.add_job_type("a", "/a", 1, 3, 1024).await;
+    app.add_job_type("b", "/b", 1, 3, 1024).await;
+    for i in 0..5 {
+        let t = if i < 3 { "a" } else { "b" };
+        let (status, _) = app
+            .submit(&json!({ "type": t, "input": { "i": i } }), None)
+            .await;
+        assert_eq!(status, 202);
+    }
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let mut url = format!("{}/v1/jobs?limit=2", app.gateway_url);
+        if let Some(c) = &cursor {
+            url.push_str(&format!("&cursor={c}"));
+        }
+        let page: serde_json::Value = app
+            .http
+            .get(url)
+            .bearer_auth(&app.api_key)
+            .send()
+            .await
+            .expect("list")
+            .json()
+            .await
+            .expect("json");
+        for job in page["data"].as_array().expect("data") {
+            seen.push(job["id"].as_str().expect("id").to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    let mut dedup = seen.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(dedup.len(), 5);
+
+    let page: serde_json::Value = app
+        .http
+        .get(format!("{}/v1/jobs?type=b&status=queued", app.gateway_url))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(page["data"].as_array().expect("data").len(), 2);
+    let res = app
+        .http
+        .get(format!("{}/v1/jobs?status=bogus", app.gateway_url))
+        .bearer_auth(&app.api_key)
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(res.status().as_u16(), 422);
+    app.stop().await;
+}
