@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# The pipeline benchmark: a release stack on this machine (everything co-located), then
+#   1. throughput: BENCH_JOBS (default 5000) wordcount jobs as fast as 64 clients can submit,
+#      end-to-end jobs/s (first submit → last job finished) and the ledger check;
+#   2. latency: BENCH_RATE_JOBS (default 10000) jobs at BENCH_RATE (default 1000) jobs/s,
+#      submit latency p50/p99 and the ledger check.
+# Figures go to stdout; docs/BENCHMARKS.md records a run.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+# shellcheck source=scripts/lib.sh
+source scripts/lib.sh
+# shellcheck source=scripts/stack.sh
+source scripts/stack.sh
+
+ensure_services
+stack_up bench 19000
+export DATABASE_URL=$STACK_DATABASE_URL TOLLGATE_API_KEY=$STACK_API_KEY
+
+echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(uname -sr)"
+echo "== 1. throughput: ${BENCH_JOBS:-5000} jobs, 64 concurrent submitters"
+"$STACK_BIN/tollgate-loadgen" --gateway-url "$STACK_GATEWAY" --jobs "${BENCH_JOBS:-5000}" --concurrency 64
+echo "== 2. latency: ${BENCH_RATE_JOBS:-10000} jobs at ${BENCH_RATE:-1000} jobs/s"
+"$STACK_BIN/tollgate-loadgen" --gateway-url "$STACK_GATEWAY" --jobs "${BENCH_RATE_JOBS:-10000}" \
+    --rate "${BENCH_RATE:-1000}" --concurrency 256

@@ -1,0 +1,104 @@
+# shellcheck shell=bash
+# Runs a whole Tollgate stack from release binaries for the benchmark and chaos scripts:
+# a fresh database, the demo tenant, job-intake, the worker and the gateway, a tenant with an
+# API key and a `wordcount` job type. Source after scripts/lib.sh, then:
+#
+#   stack_up bench 19000      # database tollgate_bench, ports 19080/19081/19082/19090
+#   stack_start_worker        # (again, after a kill)
+#   stack_down                # stops what stack_up started (also on EXIT)
+#
+# Exports STACK_DATABASE_URL, STACK_API_KEY, STACK_GATEWAY, STACK_WORKER_PID, STACK_BIN.
+
+stack_build() {
+    tg_log "building release binaries"
+    cargo build --release --quiet -p tollgate-gateway -p tollgate-job-intake -p tollgate-worker \
+        -p tollgate-cli -p tollgate-demo-tenant -p tollgate-loadgen
+    STACK_BIN=$CARGO_TARGET_DIR/release
+    export STACK_BIN
+}
+
+stack_wait_http() { # url name logfile
+    local i
+    for i in $(seq 1 300); do
+        if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+        sleep 0.2
+    done
+    tail -n 30 "$3" >&2 || true
+    tg_die "$2 did not become ready at $1"
+}
+
+stack_up() { # name baseport
+    local name=$1 base=$2
+    STACK_NAME=$name
+    STACK_LOGS=$PWD/.tollgate/$name/logs
+    mkdir -p "$STACK_LOGS"
+    STACK_PIDS=()
+    trap stack_down EXIT
+    stack_build
+    drop_database "tollgate_$name" >/dev/null 2>&1 || true
+    ensure_database "tollgate_$name"
+    STACK_DATABASE_URL=$(pg_url "tollgate_$name")
+    export STACK_DATABASE_URL
+    "$STACK_BIN/tollgatectl" --database-url "$STACK_DATABASE_URL" migrate >/dev/null
+
+    STACK_GATEWAY_PORT=$((base + 80)) STACK_INTAKE_PORT=$((base + 81))
+    STACK_WORKER_PORT=$((base + 82)) STACK_DEMO_PORT=$((base + 90))
+    STACK_GATEWAY=http://127.0.0.1:$STACK_GATEWAY_PORT
+    export STACK_GATEWAY
+    STACK_PREFIX=tollgate_${name}_$$
+    STACK_AMQP_URL=${AMQP_URL_DETECTED:-amqp://guest:guest@127.0.0.1:5672/%2f}
+    local token
+    token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+
+    "$STACK_BIN/tollgate-demo-tenant" --addr "127.0.0.1:$STACK_DEMO_PORT" >"$STACK_LOGS/demo-tenant.log" 2>&1 &
+    STACK_PIDS+=($!)
+    INTAKE__HTTP__PORT=$STACK_INTAKE_PORT INTAKE__DATABASE__URL=$STACK_DATABASE_URL \
+        INTAKE__DATABASE__POOL_SIZE=${STACK_INTAKE_POOL:-32} \
+        INTAKE__AMQP__URL=$STACK_AMQP_URL INTAKE__AMQP__PREFIX=$STACK_PREFIX \
+        INTAKE__AMQP__QUEUE_TYPE=${STACK_QUEUE_TYPE:-quorum} \
+        INTAKE__INTERNAL_TOKEN=$token RUST_LOG=${RUST_LOG:-warn} \
+        "$STACK_BIN/tollgate-job-intake" >"$STACK_LOGS/job-intake.log" 2>&1 &
+    STACK_PIDS+=($!)
+    GATEWAY__HTTP__PORT=$STACK_GATEWAY_PORT GATEWAY__DATABASE__URL=$STACK_DATABASE_URL \
+        GATEWAY__INTAKE_URL=http://127.0.0.1:$STACK_INTAKE_PORT GATEWAY__INTERNAL_TOKEN=$token \
+        RUST_LOG=${RUST_LOG:-warn} \
+        "$STACK_BIN/tollgate-gateway" >"$STACK_LOGS/gateway.log" 2>&1 &
+    STACK_PIDS+=($!)
+    stack_start_worker
+    stack_wait_http "http://127.0.0.1:$STACK_DEMO_PORT/healthz" demo-tenant "$STACK_LOGS/demo-tenant.log"
+    stack_wait_http "http://127.0.0.1:$STACK_INTAKE_PORT/readyz" job-intake "$STACK_LOGS/job-intake.log"
+    stack_wait_http "$STACK_GATEWAY/readyz" gateway "$STACK_LOGS/gateway.log"
+
+    local ctl=("$STACK_BIN/tollgatectl" --database-url "$STACK_DATABASE_URL")
+    "${ctl[@]}" tenant create --name "$name" --rate-limit-per-minute 100000000 >/dev/null
+    STACK_API_KEY=$("${ctl[@]}" key create --tenant "$name" 2>/dev/null)
+    export STACK_API_KEY
+    "${ctl[@]}" job-type set --tenant "$name" --name wordcount \
+        --endpoint "http://127.0.0.1:$STACK_DEMO_PORT/wordcount" --weight 1 >/dev/null
+}
+
+stack_start_worker() {
+    WORKER__HTTP__PORT=$STACK_WORKER_PORT WORKER__DATABASE__URL=$STACK_DATABASE_URL \
+        WORKER__DATABASE__POOL_SIZE=${STACK_WORKER_POOL:-32} WORKER__PREFETCH=${STACK_PREFETCH:-256} \
+        WORKER__AMQP__URL=$STACK_AMQP_URL WORKER__AMQP__PREFIX=$STACK_PREFIX \
+        WORKER__AMQP__QUEUE_TYPE=${STACK_QUEUE_TYPE:-quorum} RUST_LOG=${RUST_LOG:-warn} \
+        "$STACK_BIN/tollgate-worker" >>"$STACK_LOGS/worker.log" 2>&1 &
+    STACK_WORKER_PID=$!
+    export STACK_WORKER_PID
+    STACK_PIDS+=("$STACK_WORKER_PID")
+    stack_wait_http "http://127.0.0.1:$STACK_WORKER_PORT/readyz" worker "$STACK_LOGS/worker.log"
+}
+
+stack_down() {
+    local pid
+    for pid in "${STACK_PIDS[@]:-}"; do
+        [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+    done
+    wait 2>/dev/null || true
+    # The run's queues are not needed after it; delete them when rabbitmqctl is at hand.
+    if command -v rabbitmqctl >/dev/null 2>&1 && [ -n "${STACK_PREFIX:-}" ]; then
+        rabbitmqctl -q list_queues name 2>/dev/null | grep "^$STACK_PREFIX\." | while read -r q; do
+            rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
+        done
+    fi
+}
