@@ -644,3 +644,31 @@ async fn job_lists_paginate_by_cursor_and_filter() {
     assert_eq!(res.status().as_u16(), 422);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_submissions_with_one_key_make_one_job() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.add_job_type("echo", "/echo", 1, 3, 1024).await;
+    let body = json!({ "type": "echo", "input": { "text": "same" } });
+    let submissions = (0..20).map(|_| app.submit(&body, Some("burst-1")));
+    let results = futures_util::future::join_all(submissions).await;
+    let ids: std::collections::HashSet<String> = results
+        .iter()
+        .map(|(status, job)| {
+            assert!(*status == 200 || *status == 202, "{status} {job}");
+            job["id"].as_str().expect("id").to_owned()
+        })
+        .collect();
+    assert_eq!(ids.len(), 1);
+    assert_eq!(
+        results.iter().filter(|(status, _)| *status == 202).count(),
+        1
+    );
+    assert_eq!(app.count("SELECT count(*) AS n FROM jobs").await, 1);
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 1);
+    app.stop().await;
+}

@@ -16,53 +16,13 @@ use crate::StorageError;
 /// States from which a worker may still move a job.
 const LIVE_STATES: [&str; 3] = ["queued", "processing", "retrying"];
 
-/// What [`insert_job`] did.
+/// What [`insert_jobs`] did with one submission.
 #[derive(Debug)]
 pub enum InsertOutcome {
     /// A new job, committed together with its outbox message.
     Created(JobRow),
     /// A job with this idempotency key already existed; nothing was written.
     Existing(JobRow),
-}
-
-/// Inserts a queued job and the message that will execute it, in one transaction (the
-/// transactional outbox). When the tenant already has a job with the same idempotency key,
-/// returns that job and writes nothing: the caller compares request hashes to tell a repeat
-/// from a conflict.
-pub async fn insert_job(
-    conn: &mut AsyncPgConnection,
-    job: NewJob,
-    message: NewOutboxMessage,
-) -> Result<InsertOutcome, StorageError> {
-    conn.transaction(async |conn| {
-        let inserted: Option<JobRow> = diesel::insert_into(jobs::table)
-            .values(&job)
-            .on_conflict((jobs::tenant_id, jobs::idempotency_key))
-            .do_nothing()
-            .returning(JobRow::as_returning())
-            .get_result(conn)
-            .await
-            .optional()?;
-        match inserted {
-            Some(row) => {
-                diesel::insert_into(outbox::table)
-                    .values(&message)
-                    .execute(conn)
-                    .await?;
-                Ok(InsertOutcome::Created(row))
-            }
-            None => {
-                let existing = jobs::table
-                    .filter(jobs::tenant_id.eq(job.tenant_id))
-                    .filter(jobs::idempotency_key.eq(&job.idempotency_key))
-                    .select(JobRow::as_select())
-                    .first(conn)
-                    .await?;
-                Ok(InsertOutcome::Existing(existing))
-            }
-        }
-    })
-    .await
 }
 
 /// One job of one tenant.
@@ -129,27 +89,6 @@ pub async fn list_jobs(
     Ok(query.load(conn).await?)
 }
 
-/// Marks attempt `attempt` as started and returns the job, or `None` when the job is already
-/// terminal (a duplicate or stale message) or does not exist.
-pub async fn start_attempt(
-    conn: &mut AsyncPgConnection,
-    job_id: Uuid,
-    attempt: i32,
-) -> Result<Option<JobRow>, StorageError> {
-    Ok(diesel::update(jobs::table)
-        .filter(jobs::id.eq(job_id))
-        .filter(jobs::status.eq_any(LIVE_STATES))
-        .set((
-            jobs::status.eq("processing"),
-            jobs::attempts.eq(attempt),
-            jobs::updated_at.eq(Utc::now()),
-        ))
-        .returning(JobRow::as_returning())
-        .get_result(conn)
-        .await
-        .optional()?)
-}
-
 /// A successful attempt's result.
 #[derive(Debug, Clone)]
 pub struct Success {
@@ -163,56 +102,6 @@ pub struct Success {
     pub duration_ms: i64,
     /// The ledger entry to append with the completion.
     pub ledger_entry: NewLedgerEntry,
-}
-
-/// Completes a job: the job's success, its cost, its attempt record and one ledger entry
-/// commit in one transaction. Returns false, writing nothing, when the job was already
-/// terminal: a redelivered or duplicated message never makes a second entry (and the ledger's
-/// unique idempotency key is the second wall).
-pub async fn complete_success(
-    conn: &mut AsyncPgConnection,
-    success: &Success,
-) -> Result<bool, StorageError> {
-    conn.transaction(async |conn| {
-        let now = Utc::now();
-        let updated = diesel::update(jobs::table)
-            .filter(jobs::id.eq(success.job_id))
-            .filter(jobs::status.eq_any(LIVE_STATES))
-            .set((
-                jobs::status.eq("succeeded"),
-                jobs::attempts.eq(success.attempt),
-                jobs::output.eq(&success.output),
-                jobs::units.eq(success.units),
-                jobs::cost.eq(success.cost),
-                jobs::last_error.eq(None::<String>),
-                jobs::updated_at.eq(now),
-                jobs::finished_at.eq(now),
-            ))
-            .execute(conn)
-            .await?;
-        if updated == 0 {
-            return Ok(false);
-        }
-        diesel::insert_into(job_attempts::table)
-            .values(NewJobAttempt {
-                job_id: success.job_id,
-                attempt: success.attempt,
-                outcome: "succeeded".to_owned(),
-                error: None,
-                http_status: None,
-                duration_ms: success.duration_ms,
-            })
-            .execute(conn)
-            .await?;
-        diesel::insert_into(ledger_entries::table)
-            .values(&success.ledger_entry)
-            .on_conflict((ledger_entries::tenant_id, ledger_entries::idempotency_key))
-            .do_nothing()
-            .execute(conn)
-            .await?;
-        Ok(true)
-    })
-    .await
 }
 
 /// Where a failed attempt leaves the job.
@@ -243,7 +132,15 @@ pub async fn record_failure(
     conn: &mut AsyncPgConnection,
     failure: &Failure,
 ) -> Result<bool, StorageError> {
-    conn.transaction(async |conn| {
+    conn.transaction(async |conn| record_failure_in_tx(conn, failure).await)
+        .await
+}
+
+async fn record_failure_in_tx(
+    conn: &mut AsyncPgConnection,
+    failure: &Failure,
+) -> Result<bool, StorageError> {
+    {
         let now = Utc::now();
         let (status, finished_at) = match failure.next {
             FailureNext::Retry => ("retrying", None),
@@ -281,8 +178,7 @@ pub async fn record_failure(
             .execute(conn)
             .await?;
         Ok(true)
-    })
-    .await
+    }
 }
 
 /// A job's attempts, oldest first.
@@ -345,4 +241,224 @@ pub async fn replay_dead(
         Ok(true)
     })
     .await
+}
+
+/// Inserts queued jobs and the messages that will execute them, in one transaction (the
+/// transactional outbox), for a batch of submissions: one multi-row INSERT of the jobs
+/// (`ON CONFLICT DO NOTHING`), a lookup of the ones whose idempotency key existed, and one
+/// multi-row INSERT of the new jobs' outbox messages. Outcomes come back in input order.
+/// Two submissions of one batch with the same key: the first is created, the second gets it
+/// as `Existing`.
+pub async fn insert_jobs(
+    conn: &mut AsyncPgConnection,
+    items: Vec<(NewJob, NewOutboxMessage)>,
+) -> Result<Vec<InsertOutcome>, StorageError> {
+    conn.transaction(async |conn| {
+        let new_jobs: Vec<&NewJob> = items.iter().map(|(job, _)| job).collect();
+        let inserted: Vec<JobRow> = diesel::insert_into(jobs::table)
+            .values(new_jobs)
+            .on_conflict((jobs::tenant_id, jobs::idempotency_key))
+            .do_nothing()
+            .returning(JobRow::as_returning())
+            .get_results(conn)
+            .await?;
+        let mut created: std::collections::HashMap<Uuid, JobRow> =
+            inserted.into_iter().map(|row| (row.id, row)).collect();
+        let messages: Vec<&NewOutboxMessage> = items
+            .iter()
+            .filter(|(job, _)| created.contains_key(&job.id))
+            .map(|(_, message)| message)
+            .collect();
+        if !messages.is_empty() {
+            diesel::insert_into(outbox::table)
+                .values(messages)
+                .execute(conn)
+                .await?;
+        }
+        let mut outcomes = Vec::with_capacity(items.len());
+        for (job, _) in &items {
+            if let Some(row) = created.remove(&job.id) {
+                outcomes.push(InsertOutcome::Created(row));
+            } else {
+                let existing = jobs::table
+                    .filter(jobs::tenant_id.eq(job.tenant_id))
+                    .filter(jobs::idempotency_key.eq(&job.idempotency_key))
+                    .select(JobRow::as_select())
+                    .first(conn)
+                    .await?;
+                outcomes.push(InsertOutcome::Existing(existing));
+            }
+        }
+        Ok(outcomes)
+    })
+    .await
+}
+
+/// The [`BatchWriter`](crate::group_commit::BatchWriter) job-intake uses: [`insert_jobs`].
+pub struct JobInserter;
+
+impl crate::group_commit::BatchWriter for JobInserter {
+    type Item = (NewJob, NewOutboxMessage);
+    type Output = InsertOutcome;
+
+    fn write<'c>(
+        &'c self,
+        conn: &'c mut AsyncPgConnection,
+        items: Vec<Self::Item>,
+    ) -> impl std::future::Future<Output = Result<Vec<Self::Output>, StorageError>> + Send + 'c
+    {
+        insert_jobs(conn, items)
+    }
+}
+
+/// Marks attempts as started (`processing`), a batch in one statement: `(job id, attempt)`
+/// pairs in, the started job out in input order, or `None` when the job is already terminal
+/// (a duplicate or stale message) or unknown.
+pub async fn start_attempts(
+    conn: &mut AsyncPgConnection,
+    items: Vec<(Uuid, i32)>,
+) -> Result<Vec<Option<JobRow>>, StorageError> {
+    use diesel::sql_types::{Array, Int4, Uuid as SqlUuid};
+    let (ids, attempts): (Vec<Uuid>, Vec<i32>) = items.iter().copied().unzip();
+    let rows: Vec<JobRow> = diesel::sql_query(
+        "UPDATE jobs j SET status = 'processing', attempts = v.attempt, updated_at = now() \
+         FROM unnest($1::uuid[], $2::int4[]) AS v(id, attempt) \
+         WHERE j.id = v.id AND j.status IN ('queued', 'processing', 'retrying') \
+         RETURNING j.*",
+    )
+    .bind::<Array<SqlUuid>, _>(ids)
+    .bind::<Array<Int4>, _>(attempts)
+    .load(conn)
+    .await?;
+    let by_id: std::collections::HashMap<Uuid, JobRow> =
+        rows.into_iter().map(|row| (row.id, row)).collect();
+    Ok(items.iter().map(|(id, _)| by_id.get(id).cloned()).collect())
+}
+
+/// The worker's batch writer for attempt starts: [`start_attempts`].
+pub struct AttemptStarter;
+
+impl crate::group_commit::BatchWriter for AttemptStarter {
+    type Item = (Uuid, i32);
+    type Output = Option<JobRow>;
+
+    fn write<'c>(
+        &'c self,
+        conn: &'c mut AsyncPgConnection,
+        items: Vec<Self::Item>,
+    ) -> impl std::future::Future<Output = Result<Vec<Self::Output>, StorageError>> + Send + 'c
+    {
+        start_attempts(conn, items)
+    }
+}
+
+/// A finished attempt, for [`finish_attempts`].
+#[derive(Debug, Clone)]
+pub enum Finished {
+    Success(Success),
+    Failure(Failure),
+}
+
+/// Commits a batch of finished attempts in one transaction: successes with one UPDATE, one
+/// INSERT of their attempt records and one INSERT of their ledger entries (`ON CONFLICT DO
+/// NOTHING` on the ledger's idempotency key); failures one by one. Returns, per item, whether
+/// it moved the job (false: the job was already terminal, nothing written for it).
+pub async fn finish_attempts(
+    conn: &mut AsyncPgConnection,
+    items: Vec<Finished>,
+) -> Result<Vec<bool>, StorageError> {
+    use diesel::sql_types::{Array, Int4, Int8, Jsonb, Uuid as SqlUuid};
+
+    #[derive(QueryableByName)]
+    struct Moved {
+        #[diesel(sql_type = SqlUuid)]
+        id: Uuid,
+    }
+
+    conn.transaction(async |conn| {
+        let successes: Vec<&Success> = items
+            .iter()
+            .filter_map(|item| match item {
+                Finished::Success(success) => Some(success),
+                Finished::Failure(_) => None,
+            })
+            .collect();
+        let mut moved = std::collections::HashSet::new();
+        if !successes.is_empty() {
+            let rows: Vec<Moved> = diesel::sql_query(
+                "UPDATE jobs j SET status = 'succeeded', attempts = v.attempt, output = v.output, \
+                     units = v.units, cost = v.cost, last_error = NULL, updated_at = now(), finished_at = now() \
+                 FROM unnest($1::uuid[], $2::int4[], $3::jsonb[], $4::int8[], $5::int8[]) \
+                     AS v(id, attempt, output, units, cost) \
+                 WHERE j.id = v.id AND j.status IN ('queued', 'processing', 'retrying') \
+                 RETURNING j.id",
+            )
+            .bind::<Array<SqlUuid>, _>(successes.iter().map(|s| s.job_id).collect::<Vec<_>>())
+            .bind::<Array<Int4>, _>(successes.iter().map(|s| s.attempt).collect::<Vec<_>>())
+            .bind::<Array<Jsonb>, _>(successes.iter().map(|s| s.output.clone()).collect::<Vec<_>>())
+            .bind::<Array<Int8>, _>(successes.iter().map(|s| s.units).collect::<Vec<_>>())
+            .bind::<Array<Int8>, _>(successes.iter().map(|s| s.cost).collect::<Vec<_>>())
+            .load(conn)
+            .await?;
+            let transitioned: std::collections::HashSet<Uuid> = rows.into_iter().map(|r| r.id).collect();
+            // One record per job even when a batch holds the same job twice.
+            let mut billed = Vec::new();
+            for success in &successes {
+                if transitioned.contains(&success.job_id) && moved.insert(success.job_id) {
+                    billed.push(*success);
+                }
+            }
+            if !billed.is_empty() {
+                let attempts: Vec<NewJobAttempt> = billed
+                    .iter()
+                    .map(|s| NewJobAttempt {
+                        job_id: s.job_id,
+                        attempt: s.attempt,
+                        outcome: "succeeded".to_owned(),
+                        error: None,
+                        http_status: None,
+                        duration_ms: s.duration_ms,
+                    })
+                    .collect();
+                diesel::insert_into(job_attempts::table).values(&attempts).execute(conn).await?;
+                let entries: Vec<&NewLedgerEntry> = billed.iter().map(|s| &s.ledger_entry).collect();
+                diesel::insert_into(ledger_entries::table)
+                    .values(entries)
+                    .on_conflict((ledger_entries::tenant_id, ledger_entries::idempotency_key))
+                    .do_nothing()
+                    .execute(conn)
+                    .await?;
+            }
+        }
+        let mut results = Vec::with_capacity(items.len());
+        let mut answered = std::collections::HashSet::new();
+        for item in &items {
+            match item {
+                Finished::Success(success) => {
+                    // The first item of a job that moved reports true; repeats report false.
+                    results.push(moved.contains(&success.job_id) && answered.insert(success.job_id));
+                }
+                Finished::Failure(failure) => results.push(record_failure_in_tx(conn, failure).await?),
+            }
+        }
+        Ok(results)
+    })
+    .await
+}
+
+/// The worker's batch writer for finished attempts: [`finish_attempts`].
+pub struct AttemptFinisher;
+
+impl crate::group_commit::BatchWriter for AttemptFinisher {
+    type Item = Finished;
+    type Output = bool;
+
+    fn write<'c>(
+        &'c self,
+        conn: &'c mut AsyncPgConnection,
+        items: Vec<Self::Item>,
+    ) -> impl std::future::Future<Output = Result<Vec<Self::Output>, StorageError>> + Send + 'c
+    {
+        finish_attempts(conn, items)
+    }
 }

@@ -6,6 +6,7 @@
 
 pub mod catalog;
 pub mod error;
+pub mod group_commit;
 pub mod jobs;
 pub mod ledger;
 pub mod migrate;

@@ -51,7 +51,7 @@ pub struct JobTypeRow {
 }
 
 /// A job.
-#[derive(Debug, Clone, Queryable, Selectable)]
+#[derive(Debug, Clone, Queryable, Selectable, QueryableByName)]
 #[diesel(table_name = jobs)]
 pub struct JobRow {
     pub id: Uuid,

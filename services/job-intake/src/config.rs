@@ -28,6 +28,10 @@ queue_type = "quorum"
 retry_tiers = 8
 max_reconnect_backoff_ms = 5000
 
+[group_commit]
+writers = 4
+max_batch = 256
+
 [relay]
 batch_size = 500
 poll_interval_ms = 250
@@ -41,6 +45,7 @@ pub struct IntakeConfig {
     pub database: DatabaseConfig,
     pub amqp: BrokerConfig,
     pub relay: RelayConfig,
+    pub group_commit: GroupCommitConfig,
     /// When non-empty, requests must carry it in `x-tollgate-internal-token` (set by the
     /// gateway). A secret: from the environment only.
     pub internal_token: String,
@@ -67,6 +72,15 @@ pub struct DatabaseConfig {
     pub pool_size: usize,
     /// Longest wait for a pooled connection, milliseconds.
     pub acquire_timeout_ms: u64,
+}
+
+/// Submissions are inserted in batches: concurrent requests share one transaction.
+#[derive(Debug, Clone, Deserialize)]
+pub struct GroupCommitConfig {
+    /// Writer tasks (transactions in flight at once).
+    pub writers: usize,
+    /// Most submissions per transaction.
+    pub max_batch: usize,
 }
 
 /// Outbox relay settings.
@@ -101,6 +115,16 @@ impl IntakeConfig {
             "must be at least 1",
         )?;
         config::require(self.http.workers > 0, "http.workers", "must be at least 1")?;
+        config::require(
+            self.group_commit.writers > 0,
+            "group_commit.writers",
+            "must be at least 1",
+        )?;
+        config::require(
+            self.group_commit.max_batch > 0,
+            "group_commit.max_batch",
+            "must be at least 1",
+        )?;
         config::require(
             self.max_body_bytes >= 1024,
             "max_body_bytes",

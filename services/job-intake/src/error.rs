@@ -59,6 +59,17 @@ impl From<StorageError> for ApiError {
     }
 }
 
+impl From<std::sync::Arc<StorageError>> for ApiError {
+    fn from(err: std::sync::Arc<StorageError>) -> Self {
+        match &*err {
+            StorageError::Unavailable(message) => {
+                Self::Unavailable(StorageError::Unavailable(message.clone()))
+            }
+            other => Self::Internal(anyhow::anyhow!("batched insert failed: {other}")),
+        }
+    }
+}
+
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
         match self {

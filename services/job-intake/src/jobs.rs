@@ -173,8 +173,7 @@ pub async fn submit_job(
         status: JobStatus::Queued.as_str().to_owned(),
         max_attempts: job_type.max_attempts,
     };
-    let mut conn = tollgate_storage::pool::get(&state.pool).await?;
-    match tollgate_storage::jobs::insert_job(&mut conn, job, message).await? {
+    match state.inserts.submit((job, message)).await? {
         InsertOutcome::Created(row) => {
             state.relay_wake.notify_one();
             Ok((row, true))

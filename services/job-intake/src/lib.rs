@@ -22,6 +22,8 @@ use tokio_util::sync::CancellationToken;
 use tollgate_messaging::Broker;
 use tollgate_runtime::http::{observe, ops_routes, Readiness};
 use tollgate_runtime::metrics::HttpMetrics;
+use tollgate_storage::group_commit::GroupCommit;
+use tollgate_storage::jobs::JobInserter;
 use tollgate_storage::PgPool;
 
 pub use config::IntakeConfig;
@@ -29,6 +31,8 @@ pub use config::IntakeConfig;
 /// Shared state of the HTTP handlers.
 pub struct AppState {
     pub pool: PgPool,
+    /// Batches job inserts (with their outbox rows) into shared transactions.
+    pub inserts: GroupCommit<JobInserter>,
     pub catalog: tollgate_storage::catalog::Catalog,
     /// Wakes the relay after a commit.
     pub relay_wake: Arc<Notify>,
@@ -97,8 +101,15 @@ pub async fn start(
     };
     let relay_task = tokio::spawn(relay.run(cancel.child_token()));
 
+    let inserts = GroupCommit::start(
+        pool.clone(),
+        JobInserter,
+        config.group_commit.writers,
+        config.group_commit.max_batch,
+    );
     let state = web::Data::new(AppState {
         pool: pool.clone(),
+        inserts,
         catalog: tollgate_storage::catalog::Catalog::new(Duration::from_millis(
             config.catalog_cache_ttl_ms,
         )),

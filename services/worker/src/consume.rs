@@ -23,7 +23,10 @@ use tokio_util::task::TaskTracker;
 use tollgate_domain::{Envelope, JobCommand, JobId, TenantId};
 use tollgate_messaging::{Broker, OutgoingMessage};
 use tollgate_storage::catalog::Catalog;
-use tollgate_storage::jobs::{self, Failure, FailureNext, Success};
+use tollgate_storage::group_commit::GroupCommit;
+use tollgate_storage::jobs::{
+    AttemptFinisher, AttemptStarter, Failure, FailureNext, Finished, Success,
+};
 use tollgate_storage::models::NewLedgerEntry;
 use tollgate_storage::{PgPool, StorageError};
 use tracing::Instrument;
@@ -46,6 +49,11 @@ pub struct Consumer {
     pub broker: Broker,
     pub http: reqwest::Client,
     pub catalog: Catalog,
+    /// Batches attempt starts (`processing`) into shared statements.
+    pub starts: GroupCommit<AttemptStarter>,
+    /// Batches finished attempts (job state, cost, attempt record, ledger entry) into shared
+    /// transactions.
+    pub finishes: GroupCommit<AttemptFinisher>,
     pub retry: RetryConfig,
     pub prefetch: u16,
     pub metrics: WorkerMetrics,
@@ -195,9 +203,8 @@ impl Consumer {
         job_id: JobId,
         attempt: u32,
     ) -> Result<(), ProcessError> {
-        let mut conn = tollgate_storage::pool::get(&self.pool).await?;
         let attempt_i32 = i32::try_from(attempt).unwrap_or(i32::MAX);
-        let Some(job) = jobs::start_attempt(&mut conn, job_id.as_uuid(), attempt_i32).await? else {
+        let Some(job) = self.starts.submit((job_id.as_uuid(), attempt_i32)).await? else {
             self.metrics
                 .attempts
                 .with_label_values(&["duplicate"])
@@ -205,7 +212,6 @@ impl Consumer {
             tracing::debug!(job_id = %job_id, "job already finished or unknown; acking duplicate");
             return Ok(());
         };
-        drop(conn);
         let started = Instant::now();
         let job_type = self
             .catalog
@@ -236,7 +242,6 @@ impl Consumer {
         };
         let duration = started.elapsed();
         let duration_ms = i64::try_from(duration.as_millis()).unwrap_or(i64::MAX);
-        let mut conn = tollgate_storage::pool::get(&self.pool).await?;
         let label = match outcome {
             Outcome::Success { output, units } => {
                 let Some(cost) = units.checked_mul(weight) else {
@@ -248,7 +253,7 @@ impl Consumer {
                         http_status: None,
                         duration_ms,
                     };
-                    jobs::record_failure(&mut conn, &failure).await?;
+                    self.finishes.submit(Finished::Failure(failure)).await?;
                     self.metrics.attempts.with_label_values(&["failed"]).inc();
                     return Ok(());
                 };
@@ -272,7 +277,7 @@ impl Consumer {
                         occurred_at: chrono::Utc::now(),
                     },
                 };
-                if jobs::complete_success(&mut conn, &success).await? {
+                if self.finishes.submit(Finished::Success(success)).await? {
                     "succeeded"
                 } else {
                     "duplicate"
@@ -292,7 +297,7 @@ impl Consumer {
                     http_status: http_status.map(i32::from),
                     duration_ms,
                 };
-                let recorded = jobs::record_failure(&mut conn, &failure).await?;
+                let recorded = self.finishes.submit(Finished::Failure(failure)).await?;
                 match (recorded, next) {
                     (false, _) => "duplicate",
                     (true, FailureNext::Retry) => {
@@ -313,7 +318,7 @@ impl Consumer {
                     http_status: http_status.map(i32::from),
                     duration_ms,
                 };
-                if jobs::record_failure(&mut conn, &failure).await? {
+                if self.finishes.submit(Finished::Failure(failure)).await? {
                     "failed"
                 } else {
                     "duplicate"
@@ -380,6 +385,8 @@ pub fn backoff_ms(retry: &RetryConfig, failed_attempt: u32, r: f64) -> u64 {
 enum ProcessError {
     #[error(transparent)]
     Storage(#[from] StorageError),
+    #[error(transparent)]
+    Batch(#[from] std::sync::Arc<StorageError>),
     #[error(transparent)]
     Messaging(#[from] tollgate_messaging::MessagingError),
     #[error("encoding failed: {0}")]

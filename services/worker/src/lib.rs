@@ -20,6 +20,8 @@ use tollgate_runtime::metrics::HttpMetrics;
 
 pub use config::WorkerConfig;
 use consume::{Consumer, WorkerMetrics};
+use tollgate_storage::group_commit::GroupCommit;
+use tollgate_storage::jobs::{AttemptFinisher, AttemptStarter};
 
 /// A running worker.
 pub struct RunningWorker {
@@ -86,6 +88,8 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
         pool: pool.clone(),
         broker: broker.clone(),
         http,
+        starts: GroupCommit::start(pool.clone(), AttemptStarter, 2, 256),
+        finishes: GroupCommit::start(pool.clone(), AttemptFinisher, 2, 256),
         catalog: tollgate_storage::catalog::Catalog::new(Duration::from_millis(
             config.catalog_cache_ttl_ms,
         )),
