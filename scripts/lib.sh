@@ -358,6 +358,12 @@ tg_ensure_rabbitmq() {
 # Installs the missing Debian packages when it can; rustup is never installed for you.
 tg_ensure_tools() {
     local missing=() pkgs=()
+    if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-}/.cargo/bin/cargo" ]; then
+        export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+    command -v cargo >/dev/null 2>&1 || tg_die "cargo not found. Install Rust via rustup:
+  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\"
+  (see https://rustup.rs; Tollgate needs Rust 1.88 or newer)"
     command -v curl >/dev/null 2>&1 || { missing+=(curl); pkgs+=(curl ca-certificates); }
     command -v psql >/dev/null 2>&1 || { missing+=(psql); pkgs+=(postgresql-client); }
     command -v cc >/dev/null 2>&1 || { missing+=("cc (C compiler)"); pkgs+=(build-essential); }
@@ -373,12 +379,6 @@ tg_ensure_tools() {
             tg_die "missing tools: ${missing[*]}. $hint"
         fi
     fi
-    if ! command -v cargo >/dev/null 2>&1 && [ -x "${HOME:-}/.cargo/bin/cargo" ]; then
-        export PATH="$HOME/.cargo/bin:$PATH"
-    fi
-    command -v cargo >/dev/null 2>&1 || tg_die "cargo not found. Install Rust via rustup:
-  curl --proto '=https' --tlsv1.2 -sSf https://sh.rustup.rs | sh -s -- -y && . \"\$HOME/.cargo/env\"
-  (see https://rustup.rs; Tollgate needs Rust 1.88 or newer)"
 }
 
 # ---------------------------------------------------------------------------------------------

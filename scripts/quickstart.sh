@@ -59,12 +59,19 @@ step() { printf '\n\033[1m== %s\033[0m\n' "$*"; }
 
 step "Checking prerequisites"
 ensure_services
-if command -v python3 >/dev/null 2>&1; then
+# JSON encoding/decoding: python3 (resolved once: version-manager shims cost ~0.5 s a call),
+# else jq 1.6+.
+PYTHON=''
+if [ "${QS_JSON_TOOL:-}" != jq ] && command -v python3 >/dev/null 2>&1; then
+    PYTHON=$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || true)
+fi
+if [ -n "$PYTHON" ]; then
     JSON_TOOL=python3
-elif command -v jq >/dev/null 2>&1; then
+elif command -v jq >/dev/null 2>&1 && jq -n --rawfile x /dev/null 1 >/dev/null 2>&1; then
     JSON_TOOL=jq
 elif tg_can_apt; then
     tg_apt_install python3
+    PYTHON=$(command -v python3)
     JSON_TOOL=python3
 else
     tg_die "python3 or jq is needed to encode JSON: $(tg_install_hint python3 | head -n 1)"
@@ -238,7 +245,7 @@ ctl job-type set --tenant demo --name unavailable --endpoint "$DEMO/unavailable"
 # body_for TYPE NAME FILE [FAIL_TIMES] > JSON: {"type", "input": {"name", "text"[, "fail_times"]}}
 body_for() {
     if [ "$JSON_TOOL" = python3 ]; then
-        python3 - "$@" <<'PY'
+        "$PYTHON" - "$@" <<'PY'
 import json, sys
 job_type, name, path = sys.argv[1:4]
 with open(path, encoding="utf-8", errors="replace") as f:
@@ -258,7 +265,7 @@ json_fields() {
     local file=$1
     shift
     if [ "$JSON_TOOL" = python3 ]; then
-        python3 - "$file" "$@" <<'PY'
+        "$PYTHON" - "$file" "$@" <<'PY'
 import json, sys
 try:
     with open(sys.argv[1], encoding="utf-8") as f:
@@ -318,6 +325,7 @@ submit() {
 
 DOCS_DIR=${QS_DOCS_DIR:-/usr/share/common-licenses}
 DOCS=()
+DOCS_LABEL=$DOCS_DIR
 if [ -d "$DOCS_DIR" ]; then
     for f in "$DOCS_DIR"/*; do
         [ -f "$f" ] || continue
@@ -330,14 +338,21 @@ if [ -d "$DOCS_DIR" ]; then
 fi
 if [ "${#DOCS[@]}" -eq 0 ]; then
     echo "  ($DOCS_DIR not found or empty; counting this repository's Markdown files instead)"
+    DOCS_LABEL="this repository's *.md files"
     while IFS= read -r f; do
         [ "$(wc -c <"$f")" -le "$MAX_DOC_BYTES" ] && DOCS+=("$f")
     done < <(find "$ROOT" -name '*.md' -not -path '*/target/*' -not -path '*/.git/*' -not -path '*/.tollgate/*' | sort)
 fi
 [ "${#DOCS[@]}" -gt 0 ] || tg_die "no documents to submit"
-docname() { basename "$1"; }
+# A document's display name: its path in the repository, or its file name.
+docname() {
+    case "$1" in
+        "$ROOT"/*) printf '%s' "${1#"$ROOT"/}" ;;
+        *) basename "$1" ;;
+    esac
+}
 
-step "Submitting ${#DOCS[@]} documents from ${DOCS_DIR} as wordcount jobs (POST $GATEWAY/v1/jobs)"
+step "Submitting ${#DOCS[@]} documents from ${DOCS_LABEL} as wordcount jobs (POST $GATEWAY/v1/jobs)"
 SUBMIT_START=$SECONDS
 for f in "${DOCS[@]}"; do
     submit wordcount "$(docname "$f")" "$f" succeeded
@@ -395,13 +410,40 @@ echo "  submitted ${#JOB_IDS[@]} jobs in $((SECONDS - SUBMIT_START))s"
 # Fetches every job into $WORK/job-<i>.json and fills STATUS[i]; prints a progress line.
 declare -a STATUS
 refresh() {
-    local i
+    local i s
+    local -a fetched=()
     for i in "${!JOB_IDS[@]}"; do
         case "${STATUS[$i]:-}" in succeeded | failed | dead) continue ;; esac
         curl -sS -o "$WORK/job-$i.json" --max-time 10 -H "Authorization: Bearer $API_KEY" \
             "$GATEWAY/v1/jobs/${JOB_IDS[$i]}" 2>/dev/null || true
-        STATUS[i]=$(json_fields "$WORK/job-$i.json" status)
+        fetched+=("$i")
     done
+    ((${#fetched[@]})) || return 0
+    # One decoder run for the whole round.
+    i=0
+    while IFS= read -r s; do
+        STATUS[fetched[i]]=$s
+        i=$((i + 1))
+    done < <(json_status_of "${fetched[@]}")
+}
+# json_status_of INDEX... prints the status in $WORK/job-<INDEX>.json for each, one a line.
+json_status_of() {
+    local i
+    if [ "$JSON_TOOL" = python3 ]; then
+        "$PYTHON" - "$WORK" "$@" <<'PY'
+import json, sys
+for i in sys.argv[2:]:
+    try:
+        with open(f"{sys.argv[1]}/job-{i}.json", encoding="utf-8") as f:
+            print(json.load(f).get("status") or "-")
+    except Exception:
+        print("-")
+PY
+    else
+        for i in "$@"; do
+            jq -r '.status // "-"' "$WORK/job-$i.json" 2>/dev/null || echo -
+        done
+    fi
 }
 count_status() {
     local want=$1 s n=0
@@ -476,7 +518,31 @@ for i in "${!JOB_IDS[@]}"; do
     fi
 done
 if [ -n "$DEAD_ID" ]; then
-    echo "  (an operator replays one with: tollgatectl jobs replay $DEAD_ID)"
+    step "Operator replay: tollgatectl jobs replay $DEAD_ID"
+    # The job goes back to queued with a fresh attempt budget through the outbox (job-intake's
+    # relay publishes it); /unavailable still answers 503, so it ends dead again, its earlier
+    # attempts kept in the history.
+    ctl jobs replay "$DEAD_ID" | sed 's/^/  /' || CHECK_FAILURES+=("tollgatectl jobs replay failed")
+    REPLAY_START=$SECONDS
+    replay_status='' replay_attempts='' history=0 seen=''
+    attempts_sql="SELECT count(*) FROM job_attempts WHERE job_id = '${DEAD_ID#job_}'::uuid"
+    while ((SECONDS - REPLAY_START < 60)); do
+        curl -sS -o "$WORK/replay.json" --max-time 10 -H "Authorization: Bearer $API_KEY" \
+            "$GATEWAY/v1/jobs/$DEAD_ID" 2>/dev/null || true
+        IFS=$'\t' read -r replay_status replay_attempts < <(json_fields "$WORK/replay.json" status attempts)
+        [ "$replay_status" = "${seen##* }" ] || seen+=" $replay_status"
+        history=$(psql "$DB_URL" -Atc "$attempts_sql" 2>/dev/null || echo 0)
+        # Done when it is dead again with a second full round of attempts recorded.
+        if [ "$replay_status" = dead ] && [ "$history" -ge 6 ]; then
+            break
+        fi
+        sleep 0.5
+    done
+    printf '  states seen:%s; %s attempts this round; attempt history: %s rows (both rounds)\n' \
+        "$seen" "$replay_attempts" "$history"
+    if [ "$replay_status" != dead ] || [ "$history" -lt 6 ]; then
+        CHECK_FAILURES+=("replayed job $DEAD_ID did not run again and end dead (states:$seen, $history attempts recorded)")
+    fi
 fi
 
 # ---------------------------------------------------------------------------------------------
@@ -501,6 +567,7 @@ Services keep running until Ctrl-C:
   curl -s -H "Authorization: Bearer $API_KEY" '$GATEWAY/v1/jobs?limit=5'
   DATABASE_URL='$DB_URL' TOLLGATE_AMQP_PREFIX=$AMQP_PREFIX $CTL_BIN summary --tenant demo
 EOF
+    trap 'exit "$verdict"' INT TERM
     wait || true
 fi
 exit "$verdict"
