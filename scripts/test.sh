@@ -27,4 +27,6 @@ cargo fmt --all -- --check
 tg_log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 tg_log "cargo test --workspace"
+# Service logs inside tests: warnings and errors only unless RUST_LOG says otherwise.
+export RUST_LOG=${RUST_LOG:-warn}
 cargo test --workspace "$@"

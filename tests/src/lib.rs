@@ -36,6 +36,8 @@ pub struct Options {
     pub worker: bool,
     /// Tenant rate limit, requests per minute.
     pub rate_limit_per_minute: i32,
+    /// PostgreSQL server URL (no database) job-intake connects through (a proxy, in tests).
+    pub intake_pg_server_url: Option<String>,
 }
 
 impl Default for Options {
@@ -44,6 +46,7 @@ impl Default for Options {
             intake_amqp_url: None,
             worker: true,
             rate_limit_per_minute: 100_000,
+            intake_pg_server_url: None,
         }
     }
 }
@@ -113,7 +116,11 @@ impl TestApp {
         let mut intake_cfg = tollgate_job_intake::IntakeConfig::defaults().expect("defaults");
         intake_cfg.http.port = 0;
         intake_cfg.http.workers = 1;
-        intake_cfg.database.url = db_url.clone();
+        intake_cfg.database.url = match &options.intake_pg_server_url {
+            Some(server) => db_url.replacen(&pg_server_url(), server, 1),
+            None => db_url.clone(),
+        };
+        intake_cfg.database.acquire_timeout_ms = 500;
         intake_cfg.database.pool_size = 4;
         intake_cfg.amqp = broker_config(
             options.intake_amqp_url.clone().unwrap_or_else(amqp_url),
@@ -198,6 +205,13 @@ impl TestApp {
         let worker = tollgate_worker::start(cfg).await.expect("start worker");
         self.worker_url = Some(format!("http://{}", worker.addr));
         self.worker = Some(worker);
+    }
+
+    /// Stops the worker as on SIGTERM: in-flight jobs are finished and acked first.
+    pub async fn stop_worker(&mut self) {
+        if let Some(worker) = self.worker.take() {
+            worker.stop().await;
+        }
     }
 
     /// Crashes the worker: in-flight jobs are left unacked.

@@ -672,3 +672,93 @@ async fn concurrent_submissions_with_one_key_make_one_job() {
     assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 1);
     app.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_worker_stop_finishes_and_acks_in_flight_jobs() {
+    let mut app = TestApp::spawn().await;
+    app.add_job_type("slow", "/slow", 1, 3, 1024).await;
+    Mock::given(path("/slow"))
+        .respond_with(ok_units(4).set_delay(Duration::from_millis(1500)))
+        .expect(1)
+        .mount(&app.executor)
+        .await;
+    let (_, job) = app
+        .submit(&json!({ "type": "slow", "input": {} }), None)
+        .await;
+    let id = job["id"].as_str().expect("id").to_owned();
+    app.wait_for_status(&id, &["processing"], WAIT).await;
+    app.stop_worker().await;
+    // stop() returned only after the in-flight job was committed and acked.
+    assert_eq!(app.get_job(&id).await["status"], "succeeded");
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        1
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn intake_survives_a_database_outage_and_recovers() {
+    let server = tollgate_e2e::pg_server_url();
+    let target = server
+        .rsplit('@')
+        .next()
+        .unwrap_or("127.0.0.1:5432")
+        .to_owned();
+    let proxy = Proxy::start(&target).await;
+    proxy.up();
+    let proxied = server.replacen(&target, &format!("127.0.0.1:{}", proxy.port), 1);
+    let app = TestApp::spawn_with(Options {
+        intake_pg_server_url: Some(proxied),
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.add_job_type("echo", "/echo", 1, 3, 1024).await;
+    let (status, _) = app
+        .submit(&json!({ "type": "echo", "input": { "n": 1 } }), None)
+        .await;
+    assert_eq!(status, 202);
+
+    proxy.down();
+    let (status, body) = app
+        .submit(&json!({ "type": "echo", "input": { "n": 2 } }), None)
+        .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
+    let ready = app
+        .http
+        .get(format!("{}/readyz", app.intake_url))
+        .send()
+        .await
+        .expect("readyz");
+    assert_eq!(ready.status().as_u16(), 503);
+    let report: serde_json::Value = ready.json().await.expect("json");
+    assert_eq!(report["checks"]["database"], "down");
+    let health = app
+        .http
+        .get(format!("{}/healthz", app.intake_url))
+        .send()
+        .await
+        .expect("healthz");
+    assert_eq!(health.status().as_u16(), 200);
+
+    proxy.up();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = app
+            .submit(&json!({ "type": "echo", "input": { "n": 3 } }), None)
+            .await;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "intake never recovered: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The refused submission wrote nothing; the two accepted ones are there.
+    assert_eq!(app.count("SELECT count(*) AS n FROM jobs").await, 2);
+    app.stop().await;
+}
