@@ -155,10 +155,55 @@ async fn metrics(registry: web::Data<Registry>) -> HttpResponse {
         .body(crate::metrics::render(&registry))
 }
 
+/// What every service's HTTP app carries for the ops endpoints and the [`observe`]
+/// middleware: readiness checks, the metrics registry and the HTTP metrics.
+#[derive(Clone)]
+pub struct Ops {
+    readiness: web::Data<Readiness>,
+    registry: web::Data<Registry>,
+    metrics: web::Data<HttpMetrics>,
+}
+
+impl Ops {
+    /// Registers the HTTP metrics in `registry`. Errors: a metric is already registered.
+    pub fn new(readiness: Readiness, registry: Registry) -> Result<Self, prometheus::Error> {
+        let metrics = HttpMetrics::register(&registry)?;
+        Ok(Self {
+            readiness: web::Data::new(readiness),
+            registry: web::Data::new(registry),
+            metrics: web::Data::new(metrics),
+        })
+    }
+
+    /// Adds the shared app data and mounts `/healthz`, `/readyz` and `/metrics`; use with
+    /// `App::configure` next to `.wrap(middleware::from_fn(observe))`.
+    pub fn configure(&self, cfg: &mut web::ServiceConfig) {
+        cfg.app_data(self.readiness.clone())
+            .app_data(self.registry.clone())
+            .app_data(self.metrics.clone());
+        ops_routes(cfg);
+    }
+}
+
+/// Runs an actix server on the current tokio runtime, logging its failure; returns the handle
+/// that stops it.
+pub fn spawn_server(
+    name: &'static str,
+    server: actix_web::dev::Server,
+) -> actix_web::dev::ServerHandle {
+    let handle = server.handle();
+    tokio::spawn(async move {
+        if let Err(err) = server.await {
+            tracing::error!(service = name, error = %err, "HTTP server failed");
+        }
+    });
+    handle
+}
+
 /// Mounts `/healthz` (no dependencies touched), `/readyz` (database and broker, 503 naming
 /// the one that is down) and `/metrics`. Needs `web::Data<Readiness>` and
-/// `web::Data<prometheus::Registry>` in the app.
-pub fn ops_routes(cfg: &mut web::ServiceConfig) {
+/// `web::Data<prometheus::Registry>` in the app ([`Ops::configure`] adds both).
+fn ops_routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/healthz", web::get().to(healthz))
         .route("/readyz", web::get().to(readyz))
         .route("/metrics", web::get().to(metrics));

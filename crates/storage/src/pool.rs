@@ -13,6 +13,28 @@ pub type PgPool = Pool<AsyncPgConnection>;
 /// A connection checked out of [`PgPool`].
 pub type PooledConn = Object<AsyncPgConnection>;
 
+/// PostgreSQL settings, the `database` section of every service's configuration.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct DatabaseConfig {
+    /// `postgres://…`; a secret: from the environment only, never logged.
+    pub url: String,
+    /// Most connections held at once.
+    pub pool_size: usize,
+    /// Longest wait for a connection, milliseconds.
+    pub acquire_timeout_ms: u64,
+}
+
+impl DatabaseConfig {
+    /// A pool built from these settings (see [`build_pool`]).
+    pub fn pool(&self) -> Result<PgPool, StorageError> {
+        build_pool(
+            &self.url,
+            self.pool_size,
+            Duration::from_millis(self.acquire_timeout_ms),
+        )
+    }
+}
+
 /// Builds a pool for `url` (`postgres://…`) with at most `max_size` connections. Connections
 /// are opened lazily, so this succeeds while the database is down; `get` waits at most
 /// `acquire_timeout` and then fails with [`StorageError::Unavailable`].

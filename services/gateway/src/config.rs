@@ -2,6 +2,7 @@
 
 use serde::Deserialize;
 use tollgate_runtime::config::{self, ConfigError};
+use tollgate_storage::pool::DatabaseConfig;
 
 /// Compiled-in defaults.
 pub const DEFAULTS: &str = r#"
@@ -46,14 +47,6 @@ pub struct HttpConfig {
     pub host: String,
     pub port: u16,
     pub workers: usize,
-}
-
-/// PostgreSQL settings (API keys and tenants).
-#[derive(Debug, Clone, Deserialize)]
-pub struct DatabaseConfig {
-    pub url: String,
-    pub pool_size: usize,
-    pub acquire_timeout_ms: u64,
 }
 
 impl GatewayConfig {

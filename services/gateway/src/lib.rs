@@ -11,8 +11,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpServer};
-use tollgate_runtime::http::{observe, ops_routes, Readiness};
-use tollgate_runtime::metrics::HttpMetrics;
+use tollgate_runtime::http::{observe, Ops, Readiness};
 
 pub use config::GatewayConfig;
 
@@ -42,13 +41,8 @@ impl RunningGateway {
 
 /// Starts the gateway's HTTP server.
 pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
-    let pool = tollgate_storage::pool::build_pool(
-        &config.database.url,
-        config.database.pool_size,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )?;
+    let pool = config.database.pool()?;
     let registry = tollgate_runtime::metrics::registry("gateway");
-    let http_metrics = HttpMetrics::register(&registry)?;
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .pool_max_idle_per_host(256)
@@ -65,22 +59,20 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: Duration::from_millis(config.upstream_timeout_ms),
     });
-    let readiness = web::Data::new(Readiness {
-        database: Some(pool),
-        broker: None,
-    });
-    let registry = web::Data::new(registry);
-    let http_metrics = web::Data::new(http_metrics);
+    let ops = Ops::new(
+        Readiness {
+            database: Some(pool),
+            broker: None,
+        },
+        registry,
+    )?;
     let listener = TcpListener::bind((config.http.host.as_str(), config.http.port))?;
     let addr = listener.local_addr()?;
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(readiness.clone())
-            .app_data(registry.clone())
-            .app_data(http_metrics.clone())
             .wrap(middleware::from_fn(observe))
-            .configure(ops_routes)
+            .configure(|cfg| ops.configure(cfg))
             .configure(proxy::routes)
             .default_service(web::to(tollgate_runtime::http::not_found))
     })
@@ -89,12 +81,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
     .shutdown_timeout(25)
     .listen(listener)?
     .run();
-    let handle = server.handle();
-    tokio::spawn(async move {
-        if let Err(err) = server.await {
-            tracing::error!(error = %err, "gateway HTTP server failed");
-        }
-    });
+    let handle = tollgate_runtime::http::spawn_server("gateway", server);
     tracing::info!(%addr, "gateway listening");
     Ok(RunningGateway {
         addr,

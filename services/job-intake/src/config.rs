@@ -4,6 +4,7 @@
 use serde::Deserialize;
 use tollgate_messaging::BrokerConfig;
 use tollgate_runtime::config::{self, ConfigError};
+use tollgate_storage::pool::DatabaseConfig;
 
 /// Compiled-in defaults.
 pub const DEFAULTS: &str = r#"
@@ -62,16 +63,6 @@ pub struct HttpConfig {
     pub port: u16,
     /// actix worker threads.
     pub workers: usize,
-}
-
-/// PostgreSQL settings.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DatabaseConfig {
-    /// `postgres://…`; a secret.
-    pub url: String,
-    pub pool_size: usize,
-    /// Longest wait for a pooled connection, milliseconds.
-    pub acquire_timeout_ms: u64,
 }
 
 /// Submissions are inserted in batches: concurrent requests share one transaction.

@@ -20,8 +20,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_messaging::Broker;
-use tollgate_runtime::http::{observe, ops_routes, Readiness};
-use tollgate_runtime::metrics::HttpMetrics;
+use tollgate_runtime::http::{observe, Ops, Readiness};
 use tollgate_storage::group_commit::GroupCommit;
 use tollgate_storage::jobs::JobInserter;
 use tollgate_storage::PgPool;
@@ -68,15 +67,10 @@ pub async fn start(
     config: IntakeConfig,
     cancel: CancellationToken,
 ) -> anyhow::Result<RunningIntake> {
-    let pool = tollgate_storage::pool::build_pool(
-        &config.database.url,
-        config.database.pool_size,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )?;
+    let pool = config.database.pool()?;
     let broker = Broker::start("job-intake", config.amqp.clone(), cancel.child_token());
 
     let registry = tollgate_runtime::metrics::registry("job-intake");
-    let http_metrics = HttpMetrics::register(&registry)?;
     let submitted = IntCounterVec::new(
         Opts::new(
             "tollgate_jobs_submitted_total",
@@ -118,12 +112,13 @@ pub async fn start(
         internal_token: config.internal_token.clone(),
         submitted,
     });
-    let readiness = web::Data::new(Readiness {
-        database: Some(pool),
-        broker: Some(broker.clone()),
-    });
-    let registry = web::Data::new(registry);
-    let http_metrics = web::Data::new(http_metrics);
+    let ops = Ops::new(
+        Readiness {
+            database: Some(pool),
+            broker: Some(broker.clone()),
+        },
+        registry,
+    )?;
     let max_body = config.max_body_bytes;
 
     let listener = TcpListener::bind((config.http.host.as_str(), config.http.port))?;
@@ -131,12 +126,9 @@ pub async fn start(
     let server = HttpServer::new(move || {
         App::new()
             .app_data(state.clone())
-            .app_data(readiness.clone())
-            .app_data(registry.clone())
-            .app_data(http_metrics.clone())
             .app_data(web::PayloadConfig::new(max_body))
             .wrap(middleware::from_fn(observe))
-            .configure(ops_routes)
+            .configure(|cfg| ops.configure(cfg))
             .configure(jobs::routes)
             .default_service(web::to(tollgate_runtime::http::not_found))
     })
@@ -145,18 +137,13 @@ pub async fn start(
     .shutdown_timeout(25)
     .listen(listener)?
     .run();
-    let handle = server.handle();
-    let server_task = tokio::spawn(async move {
-        if let Err(err) = server.await {
-            tracing::error!(error = %err, "job-intake HTTP server failed");
-        }
-    });
+    let handle = tollgate_runtime::http::spawn_server("job-intake", server);
     tracing::info!(%addr, "job-intake listening");
     Ok(RunningIntake {
         addr,
         broker,
         server: handle,
-        tasks: vec![relay_task, server_task],
+        tasks: vec![relay_task],
         cancel,
     })
 }

@@ -3,6 +3,7 @@
 use serde::Deserialize;
 use tollgate_messaging::BrokerConfig;
 use tollgate_runtime::config::{self, ConfigError};
+use tollgate_storage::pool::DatabaseConfig;
 
 /// Compiled-in defaults.
 pub const DEFAULTS: &str = r#"
@@ -50,15 +51,6 @@ pub struct WorkerConfig {
 pub struct HttpConfig {
     pub host: String,
     pub port: u16,
-}
-
-/// PostgreSQL settings.
-#[derive(Debug, Clone, Deserialize)]
-pub struct DatabaseConfig {
-    /// `postgres://…`; a secret.
-    pub url: String,
-    pub pool_size: usize,
-    pub acquire_timeout_ms: u64,
 }
 
 /// Retry backoff: attempt `n` failed → wait `min(base × 2^(n-1), max) × (1 + U[0, jitter])`.

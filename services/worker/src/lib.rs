@@ -15,8 +15,7 @@ use prometheus::{HistogramOpts, HistogramVec, IntCounterVec, Opts};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_messaging::Broker;
-use tollgate_runtime::http::{observe, ops_routes, Readiness};
-use tollgate_runtime::metrics::HttpMetrics;
+use tollgate_runtime::http::{observe, Ops, Readiness};
 
 pub use config::WorkerConfig;
 use consume::{Consumer, WorkerMetrics};
@@ -56,16 +55,11 @@ impl RunningWorker {
 /// Starts the worker. A database or broker that is down is not an error: it waits,
 /// reports not ready, and reconnects.
 pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
-    let pool = tollgate_storage::pool::build_pool(
-        &config.database.url,
-        config.database.pool_size,
-        Duration::from_millis(config.database.acquire_timeout_ms),
-    )?;
+    let pool = config.database.pool()?;
     let broker_cancel = CancellationToken::new();
     let broker = Broker::start("worker", config.amqp.clone(), broker_cancel.clone());
 
     let registry = tollgate_runtime::metrics::registry("worker");
-    let http_metrics = HttpMetrics::register(&registry)?;
     let attempts = IntCounterVec::new(
         Opts::new("tollgate_job_attempts_total", "Job attempts by outcome"),
         &["outcome"],
@@ -104,33 +98,26 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
     let kill = CancellationToken::new();
     let consumer_task = tokio::spawn(consumer.run(stop.clone(), kill.clone()));
 
-    let readiness = web::Data::new(Readiness {
-        database: Some(pool),
-        broker: Some(broker),
-    });
-    let registry = web::Data::new(registry);
-    let http_metrics = web::Data::new(http_metrics);
+    let ops = Ops::new(
+        Readiness {
+            database: Some(pool),
+            broker: Some(broker),
+        },
+        registry,
+    )?;
     let listener = TcpListener::bind((config.http.host.as_str(), config.http.port))?;
     let addr = listener.local_addr()?;
     let server = HttpServer::new(move || {
         App::new()
-            .app_data(readiness.clone())
-            .app_data(registry.clone())
-            .app_data(http_metrics.clone())
             .wrap(middleware::from_fn(observe))
-            .configure(ops_routes)
+            .configure(|cfg| ops.configure(cfg))
             .default_service(web::to(tollgate_runtime::http::not_found))
     })
     .workers(1)
     .disable_signals()
     .listen(listener)?
     .run();
-    let handle = server.handle();
-    tokio::spawn(async move {
-        if let Err(err) = server.await {
-            tracing::error!(error = %err, "worker ops server failed");
-        }
-    });
+    let handle = tollgate_runtime::http::spawn_server("worker", server);
     tracing::info!(%addr, "worker started");
     Ok(RunningWorker {
         addr,
