@@ -19,7 +19,7 @@ workers = 2
 
 [database]
 url = "postgres://postgres@127.0.0.1:5432/tollgate"
-pool_size = 16
+pool_size = 8
 acquire_timeout_ms = 2000
 
 [amqp]

@@ -16,7 +16,7 @@ port = 8082
 
 [database]
 url = "postgres://postgres@127.0.0.1:5432/tollgate"
-pool_size = 16
+pool_size = 8
 acquire_timeout_ms = 2000
 
 [amqp]
