@@ -293,6 +293,18 @@ impl TestApp {
             .expect("job json")
     }
 
+    /// `GET url`, with `Authorization: Bearer <key>` when `key` is given; returns the status
+    /// and the JSON body (`Null` when the body is not JSON).
+    pub async fn get(&self, url: &str, key: Option<&str>) -> (u16, Value) {
+        let mut req = self.http.get(url);
+        if let Some(key) = key {
+            req = req.bearer_auth(key);
+        }
+        let res = req.send().await.expect("GET");
+        let status = res.status().as_u16();
+        (status, res.json().await.unwrap_or(Value::Null))
+    }
+
     /// Polls the job until its status is one of `states` (panics after `timeout`).
     pub async fn wait_for_status(&self, id: &str, states: &[&str], timeout: Duration) -> Value {
         let deadline = tokio::time::Instant::now() + timeout;

@@ -378,14 +378,8 @@ async fn jobs_submitted_while_the_broker_is_unreachable_are_published_later() {
     assert_eq!(status, 202, "{job}");
     let id = job["id"].as_str().expect("id").to_owned();
 
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.intake_url))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status().as_u16(), 503);
-    let report: serde_json::Value = ready.json().await.expect("json");
+    let (status, report) = app.get(&format!("{}/readyz", app.intake_url), None).await;
+    assert_eq!(status, 503);
     assert_eq!(report["checks"]["broker"], "down");
     assert_eq!(report["checks"]["database"], "ok");
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -407,13 +401,8 @@ async fn jobs_submitted_while_the_broker_is_unreachable_are_published_later() {
         app.count("SELECT count(*) AS n FROM ledger_entries").await,
         1
     );
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.intake_url))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status().as_u16(), 200);
+    let (status, _) = app.get(&format!("{}/readyz", app.intake_url), None).await;
+    assert_eq!(status, 200);
 
     // The broker goes away again mid-life: intake stays up and recovers.
     proxy.down();
@@ -444,29 +433,16 @@ async fn missing_unknown_and_revoked_api_keys_get_401() {
     .await;
     let url = format!("{}/v1/jobs", app.gateway_url);
 
-    let res = app.http.get(&url).send().await.expect("send");
-    assert_eq!(res.status().as_u16(), 401);
-    let body: serde_json::Value = res.json().await.expect("json");
+    let (status, body) = app.get(&url, None).await;
+    assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "MISSING_API_KEY");
 
     let forged = format!("{}X", &app.api_key[..app.api_key.len() - 1]);
-    let res = app
-        .http
-        .get(&url)
-        .bearer_auth(&forged)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(res.status().as_u16(), 401);
+    let (status, _) = app.get(&url, Some(&forged)).await;
+    assert_eq!(status, 401);
 
-    let res = app
-        .http
-        .get(&url)
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(res.status().as_u16(), 200);
+    let (status, _) = app.get(&url, Some(&app.api_key)).await;
+    assert_eq!(status, 200);
 
     tollgate_cli::run_from([
         "tollgatectl",
@@ -478,25 +454,13 @@ async fn missing_unknown_and_revoked_api_keys_get_401() {
     ])
     .await
     .expect("revoke");
-    let res = app
-        .http
-        .get(&url)
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(res.status().as_u16(), 401);
-    let body: serde_json::Value = res.json().await.expect("json");
+    let (status, body) = app.get(&url, Some(&app.api_key)).await;
+    assert_eq!(status, 401);
     assert_eq!(body["error"]["code"], "INVALID_API_KEY");
 
     // job-intake refuses callers that bypass the gateway.
-    let res = app
-        .http
-        .get(format!("{}/v1/jobs", app.intake_url))
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(res.status().as_u16(), 401);
+    let (status, _) = app.get(&format!("{}/v1/jobs", app.intake_url), None).await;
+    assert_eq!(status, 401);
     app.stop().await;
 }
 
@@ -510,14 +474,8 @@ async fn rate_limit_answers_429_with_retry_after() {
     .await;
     let url = format!("{}/v1/jobs", app.gateway_url);
     for _ in 0..3 {
-        let res = app
-            .http
-            .get(&url)
-            .bearer_auth(&app.api_key)
-            .send()
-            .await
-            .expect("send");
-        assert_eq!(res.status().as_u16(), 200);
+        let (status, _) = app.get(&url, Some(&app.api_key)).await;
+        assert_eq!(status, 200);
     }
     let res = app
         .http
@@ -599,16 +557,7 @@ async fn job_lists_paginate_by_cursor_and_filter() {
         if let Some(c) = &cursor {
             url.push_str(&format!("&cursor={c}"));
         }
-        let page: serde_json::Value = app
-            .http
-            .get(url)
-            .bearer_auth(&app.api_key)
-            .send()
-            .await
-            .expect("list")
-            .json()
-            .await
-            .expect("json");
+        let (_, page) = app.get(&url, Some(&app.api_key)).await;
         for job in page["data"].as_array().expect("data") {
             seen.push(job["id"].as_str().expect("id").to_owned());
         }
@@ -623,25 +572,20 @@ async fn job_lists_paginate_by_cursor_and_filter() {
     dedup.dedup();
     assert_eq!(dedup.len(), 5);
 
-    let page: serde_json::Value = app
-        .http
-        .get(format!("{}/v1/jobs?type=b&status=queued", app.gateway_url))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("list")
-        .json()
-        .await
-        .expect("json");
+    let (_, page) = app
+        .get(
+            &format!("{}/v1/jobs?type=b&status=queued", app.gateway_url),
+            Some(&app.api_key),
+        )
+        .await;
     assert_eq!(page["data"].as_array().expect("data").len(), 2);
-    let res = app
-        .http
-        .get(format!("{}/v1/jobs?status=bogus", app.gateway_url))
-        .bearer_auth(&app.api_key)
-        .send()
-        .await
-        .expect("send");
-    assert_eq!(res.status().as_u16(), 422);
+    let (status, _) = app
+        .get(
+            &format!("{}/v1/jobs?status=bogus", app.gateway_url),
+            Some(&app.api_key),
+        )
+        .await;
+    assert_eq!(status, 422);
     app.stop().await;
 }
 
@@ -726,22 +670,11 @@ async fn intake_survives_a_database_outage_and_recovers() {
         .await;
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["error"]["code"], "SERVICE_UNAVAILABLE");
-    let ready = app
-        .http
-        .get(format!("{}/readyz", app.intake_url))
-        .send()
-        .await
-        .expect("readyz");
-    assert_eq!(ready.status().as_u16(), 503);
-    let report: serde_json::Value = ready.json().await.expect("json");
+    let (status, report) = app.get(&format!("{}/readyz", app.intake_url), None).await;
+    assert_eq!(status, 503);
     assert_eq!(report["checks"]["database"], "down");
-    let health = app
-        .http
-        .get(format!("{}/healthz", app.intake_url))
-        .send()
-        .await
-        .expect("healthz");
-    assert_eq!(health.status().as_u16(), 200);
+    let (status, _) = app.get(&format!("{}/healthz", app.intake_url), None).await;
+    assert_eq!(status, 200);
 
     proxy.up();
     let deadline = tokio::time::Instant::now() + WAIT;

@@ -126,59 +126,49 @@ pub struct Failure {
     pub duration_ms: i64,
 }
 
-/// Records a failed attempt and moves the job to the state `failure.next` names. Returns
-/// false, writing nothing, when the job was already terminal.
-pub async fn record_failure(
+/// Records a failed attempt and moves the job to the state `failure.next` names, inside the
+/// caller's transaction. Returns false, writing nothing, when the job was already terminal.
+async fn record_failure(
     conn: &mut AsyncPgConnection,
     failure: &Failure,
 ) -> Result<bool, StorageError> {
-    conn.transaction(async |conn| record_failure_in_tx(conn, failure).await)
-        .await
-}
-
-async fn record_failure_in_tx(
-    conn: &mut AsyncPgConnection,
-    failure: &Failure,
-) -> Result<bool, StorageError> {
-    {
-        let now = Utc::now();
-        let (status, finished_at) = match failure.next {
-            FailureNext::Retry => ("retrying", None),
-            FailureNext::Dead => ("dead", Some(now)),
-            FailureNext::Failed => ("failed", Some(now)),
-        };
-        let updated = diesel::update(jobs::table)
-            .filter(jobs::id.eq(failure.job_id))
-            .filter(jobs::status.eq_any(LIVE_STATES))
-            .set((
-                jobs::status.eq(status),
-                jobs::attempts.eq(failure.attempt),
-                jobs::last_error.eq(&failure.error),
-                jobs::updated_at.eq(now),
-                jobs::finished_at.eq(finished_at),
-            ))
-            .execute(conn)
-            .await?;
-        if updated == 0 {
-            return Ok(false);
-        }
-        let outcome = match failure.next {
-            FailureNext::Failed => "permanent",
-            FailureNext::Retry | FailureNext::Dead => "retryable",
-        };
-        diesel::insert_into(job_attempts::table)
-            .values(NewJobAttempt {
-                job_id: failure.job_id,
-                attempt: failure.attempt,
-                outcome: outcome.to_owned(),
-                error: Some(failure.error.clone()),
-                http_status: failure.http_status,
-                duration_ms: failure.duration_ms,
-            })
-            .execute(conn)
-            .await?;
-        Ok(true)
+    let now = Utc::now();
+    let (status, finished_at) = match failure.next {
+        FailureNext::Retry => ("retrying", None),
+        FailureNext::Dead => ("dead", Some(now)),
+        FailureNext::Failed => ("failed", Some(now)),
+    };
+    let updated = diesel::update(jobs::table)
+        .filter(jobs::id.eq(failure.job_id))
+        .filter(jobs::status.eq_any(LIVE_STATES))
+        .set((
+            jobs::status.eq(status),
+            jobs::attempts.eq(failure.attempt),
+            jobs::last_error.eq(&failure.error),
+            jobs::updated_at.eq(now),
+            jobs::finished_at.eq(finished_at),
+        ))
+        .execute(conn)
+        .await?;
+    if updated == 0 {
+        return Ok(false);
     }
+    let outcome = match failure.next {
+        FailureNext::Failed => "permanent",
+        FailureNext::Retry | FailureNext::Dead => "retryable",
+    };
+    diesel::insert_into(job_attempts::table)
+        .values(NewJobAttempt {
+            job_id: failure.job_id,
+            attempt: failure.attempt,
+            outcome: outcome.to_owned(),
+            error: Some(failure.error.clone()),
+            http_status: failure.http_status,
+            duration_ms: failure.duration_ms,
+        })
+        .execute(conn)
+        .await?;
+    Ok(true)
 }
 
 /// A job's attempts, oldest first.
@@ -438,7 +428,7 @@ pub async fn finish_attempts(
                     // The first item of a job that moved reports true; repeats report false.
                     results.push(moved.contains(&success.job_id) && answered.insert(success.job_id));
                 }
-                Finished::Failure(failure) => results.push(record_failure_in_tx(conn, failure).await?),
+                Finished::Failure(failure) => results.push(record_failure(conn, failure).await?),
             }
         }
         Ok(results)
