@@ -94,6 +94,14 @@ prefixed_id!(
     /// An API key record (the key's secret is never stored, only its SHA-256).
     ApiKeyId, "key_", "api key"
 );
+prefixed_id!(
+    /// A billing entity: a tenant's customer account, personal or organization.
+    AccountId, "acc_", "account"
+);
+prefixed_id!(
+    /// A workspace, owned by one account at a time (ownership history in `workspace_owners`).
+    WorkspaceId, "ws_", "workspace"
+);
 
 #[cfg(test)]
 mod tests {

@@ -8,7 +8,8 @@ pub mod api_key;
 pub mod envelope;
 pub mod ids;
 pub mod job;
+pub mod usage;
 
 pub use envelope::{Envelope, JobCommand};
-pub use ids::{ApiKeyId, IdError, JobId, TenantId};
+pub use ids::{AccountId, ApiKeyId, IdError, JobId, TenantId, WorkspaceId};
 pub use job::{request_hash, IdempotencyKey, JobStatus, JobTypeName, ParseError};

@@ -1,6 +1,6 @@
-//! A short-lived in-memory cache of the job-type catalog, so intake and the worker usually
-//! read a job type without a database round trip. Entries (including "no such type")
-//! live `ttl`; a catalog edit is seen within that time.
+//! Short-lived in-memory caches of the job-type and billable-metric catalogs, so intake and
+//! the worker usually read a definition without a database round trip. Entries (including
+//! "no such type/metric") live `ttl`; a catalog edit is seen within that time.
 
 use std::collections::HashMap;
 use std::sync::RwLock;
@@ -54,5 +54,50 @@ impl Catalog {
             entries.insert(key, (row.clone(), Instant::now()));
         }
         Ok(row)
+    }
+}
+
+/// The billable-metrics cache: (tenant, code) → definition, for `ttl`.
+pub struct MetricCatalog {
+    ttl: Duration,
+    entries: RwLock<HashMap<Key, (Option<tollgate_domain::usage::MetricDefinition>, Instant)>>,
+}
+
+impl MetricCatalog {
+    /// An empty cache whose entries live `ttl`.
+    pub fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The tenant's metric `code`, or `None` when the catalog has no such metric.
+    pub async fn metric(
+        &self,
+        pool: &PgPool,
+        tenant: Uuid,
+        code: &str,
+    ) -> Result<Option<tollgate_domain::usage::MetricDefinition>, StorageError> {
+        let key = (tenant, code.to_owned());
+        if let Ok(entries) = self.entries.read() {
+            if let Some((definition, at)) = entries.get(&key) {
+                if at.elapsed() < self.ttl {
+                    return Ok(definition.clone());
+                }
+            }
+        }
+        let mut conn = crate::pool::get(pool).await?;
+        let definition = match crate::billable_metrics::find(&mut conn, tenant, code).await? {
+            Some(row) => Some(row.definition()?),
+            None => None,
+        };
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() > 100_000 {
+                entries.clear();
+            }
+            entries.insert(key, (definition.clone(), Instant::now()));
+        }
+        Ok(definition)
     }
 }

@@ -345,7 +345,8 @@ impl crate::group_commit::BatchWriter for AttemptStarter {
 /// A finished attempt, for [`finish_attempts`].
 #[derive(Debug, Clone)]
 pub enum Finished {
-    Success(Success),
+    /// Boxed: a success carries its output and ledger entry, a failure much less.
+    Success(Box<Success>),
     Failure(Failure),
 }
 
@@ -369,7 +370,7 @@ pub async fn finish_attempts(
         let successes: Vec<&Success> = items
             .iter()
             .filter_map(|item| match item {
-                Finished::Success(success) => Some(success),
+                Finished::Success(success) => Some(&**success),
                 Finished::Failure(_) => None,
             })
             .collect();

@@ -24,15 +24,66 @@ pub async fn append(
     Ok(n == 1)
 }
 
-/// A tenant's entries, oldest first.
-pub async fn entries_for_tenant(
+/// Why a reversal was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReverseRefusal {
+    /// No entry with this id (for this tenant, when one is given).
+    NotFound,
+    /// The entry is itself a reversal; correct it by writing a new entry instead.
+    IsReversal,
+    /// The entry was reversed already (one reversal per entry).
+    AlreadyReversed,
+}
+
+/// Appends the reversing entry of entry `id`: the same metric, billing entity, workspace,
+/// dimension and timestamp with negated raw units, weighted units and cost, so the pair
+/// nets to zero in every period (SPEC: "corrections are reversing entries"). `reason` is
+/// kept in the entry's context. `tenant_id` scopes the lookup when given (operators may
+/// reverse any entry, including unauthenticated traffic).
+pub async fn reverse(
     conn: &mut AsyncPgConnection,
-    tenant_id: Uuid,
-) -> Result<Vec<LedgerEntryRow>, StorageError> {
-    Ok(ledger_entries::table
-        .filter(ledger_entries::tenant_id.eq(tenant_id))
-        .order(ledger_entries::id.asc())
+    tenant_id: Option<Uuid>,
+    id: i64,
+    reason: &str,
+) -> Result<Result<LedgerEntryRow, ReverseRefusal>, StorageError> {
+    let mut query = ledger_entries::table
+        .filter(ledger_entries::id.eq(id))
         .select(LedgerEntryRow::as_select())
-        .load(conn)
-        .await?)
+        .into_boxed();
+    if let Some(tenant) = tenant_id {
+        query = query.filter(ledger_entries::tenant_id.eq(tenant));
+    }
+    let Some(original) = query.first(conn).await.optional()? else {
+        return Ok(Err(ReverseRefusal::NotFound));
+    };
+    if original.reverses_id.is_some() {
+        return Ok(Err(ReverseRefusal::IsReversal));
+    }
+    let reversal = NewLedgerEntry {
+        tenant_id: original.tenant_id,
+        idempotency_key: format!("reversal:{}", original.id),
+        metric: original.metric.clone(),
+        raw_units: -original.raw_units,
+        weighted_units: -original.weighted_units,
+        cost: -original.cost,
+        source_kind: "reversal".to_owned(),
+        source_id: original.id.to_string(),
+        context: serde_json::json!({
+            "reason": reason,
+            "reverses": original.idempotency_key,
+        }),
+        occurred_at: original.occurred_at,
+        account_id: original.account_id,
+        workspace_id: original.workspace_id,
+        dimension: original.dimension.clone(),
+        reverses_id: Some(original.id),
+    };
+    let written: Option<LedgerEntryRow> = diesel::insert_into(ledger_entries::table)
+        .values(&reversal)
+        .on_conflict_do_nothing()
+        .returning(LedgerEntryRow::as_returning())
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(written.ok_or(ReverseRefusal::AlreadyReversed))
 }

@@ -4,8 +4,12 @@
 //! Rows are plain data (`…Row` for reads, `New…` for inserts); the services convert them into
 //! their wire types. Every query that reads tenant data takes the tenant id.
 
+pub mod accounts;
+pub mod artifacts;
+pub mod billable_metrics;
 pub mod catalog;
 pub mod error;
+pub mod events;
 pub mod group_commit;
 pub mod jobs;
 pub mod ledger;
@@ -15,6 +19,8 @@ pub mod outbox;
 pub mod pool;
 pub mod schema;
 pub mod tenants;
+pub mod traffic;
+pub mod usage;
 
 pub use diesel_async::AsyncPgConnection;
 pub use error::StorageError;

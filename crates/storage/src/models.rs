@@ -15,6 +15,10 @@ pub struct TenantRow {
     /// Requests per minute allowed through the gateway.
     pub rate_limit_per_minute: i32,
     pub created_at: DateTime<Utc>,
+    /// IANA zone the usage API buckets days and months in by default.
+    pub time_zone: String,
+    /// Usage stamped before this instant belongs to finalized periods and is refused.
+    pub usage_locked_before: Option<DateTime<Utc>>,
 }
 
 /// An API key record; `key_hash` is SHA-256 of the full key text.
@@ -141,7 +145,8 @@ pub struct NewOutboxMessage {
 #[diesel(table_name = ledger_entries)]
 pub struct LedgerEntryRow {
     pub id: i64,
-    pub tenant_id: Uuid,
+    /// `None` only for gateway traffic the gateway could not authenticate.
+    pub tenant_id: Option<Uuid>,
     pub idempotency_key: String,
     pub metric: String,
     pub raw_units: i64,
@@ -152,6 +157,13 @@ pub struct LedgerEntryRow {
     pub context: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
     pub recorded_at: DateTime<Utc>,
+    /// The billing entity in force at `occurred_at`.
+    pub account_id: Option<Uuid>,
+    pub workspace_id: Option<Uuid>,
+    /// The distinct key of a `unique_count` metric.
+    pub dimension: Option<String>,
+    /// For a reversal: the entry it cancels.
+    pub reverses_id: Option<i64>,
 }
 
 /// A ledger entry to append. `idempotency_key` is unique per tenant: appending the same fact
@@ -159,7 +171,7 @@ pub struct LedgerEntryRow {
 #[derive(Debug, Clone, Insertable)]
 #[diesel(table_name = ledger_entries)]
 pub struct NewLedgerEntry {
-    pub tenant_id: Uuid,
+    pub tenant_id: Option<Uuid>,
     pub idempotency_key: String,
     pub metric: String,
     pub raw_units: i64,
@@ -169,4 +181,74 @@ pub struct NewLedgerEntry {
     pub source_id: String,
     pub context: serde_json::Value,
     pub occurred_at: DateTime<Utc>,
+    pub account_id: Option<Uuid>,
+    pub workspace_id: Option<Uuid>,
+    pub dimension: Option<String>,
+    pub reverses_id: Option<i64>,
+}
+
+/// A billable metric in a tenant's catalog (`billable_metrics`).
+#[derive(Debug, Clone, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = crate::schema::billable_metrics)]
+pub struct BillableMetricRow {
+    pub tenant_id: Uuid,
+    pub code: String,
+    pub name: String,
+    /// The unit raw units are counted in (e.g. `bytes`, `tokens`, `calls`).
+    pub unit: String,
+    /// One of count, sum, max, unique_count, latest, weighted_sum.
+    pub aggregation: String,
+    pub field: Option<String>,
+    pub weight_property: Option<String>,
+    /// `{"operation": weight}`, integer weights.
+    pub weights: serde_json::Value,
+    pub default_weight: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A billing entity (`accounts`): personal or organization.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = crate::schema::accounts)]
+pub struct AccountRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    /// `personal` or `organization`.
+    pub kind: String,
+    pub external_id: String,
+    pub name: String,
+    /// On a converted personal account: the organization it became.
+    pub converted_to: Option<Uuid>,
+    /// The instant of conversion; usage at or after it belongs to `converted_to`.
+    pub converted_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// A workspace and its current owner.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = crate::schema::workspaces)]
+pub struct WorkspaceRow {
+    pub id: Uuid,
+    pub tenant_id: Uuid,
+    pub account_id: Uuid,
+    pub external_id: String,
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// One span of a workspace's ownership history: `[valid_from, valid_to)`.
+#[derive(Debug, Clone, Queryable, Selectable, Insertable)]
+#[diesel(table_name = crate::schema::workspace_owners)]
+pub struct WorkspaceOwnerRow {
+    pub workspace_id: Uuid,
+    pub account_id: Uuid,
+    pub valid_from: DateTime<Utc>,
+    pub valid_to: Option<DateTime<Utc>>,
+}
+
+impl WorkspaceOwnerRow {
+    /// Whether this span covers `at`.
+    pub fn covers(&self, at: DateTime<Utc>) -> bool {
+        self.valid_from <= at && self.valid_to.is_none_or(|to| at < to)
+    }
 }

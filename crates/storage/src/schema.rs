@@ -6,6 +6,8 @@ diesel::table! {
         name -> Text,
         rate_limit_per_minute -> Int4,
         created_at -> Timestamptz,
+        time_zone -> Text,
+        usage_locked_before -> Nullable<Timestamptz>,
     }
 }
 
@@ -85,7 +87,7 @@ diesel::table! {
 diesel::table! {
     ledger_entries (id) {
         id -> Int8,
-        tenant_id -> Uuid,
+        tenant_id -> Nullable<Uuid>,
         idempotency_key -> Text,
         metric -> Text,
         raw_units -> Int8,
@@ -96,11 +98,81 @@ diesel::table! {
         context -> Jsonb,
         occurred_at -> Timestamptz,
         recorded_at -> Timestamptz,
+        account_id -> Nullable<Uuid>,
+        workspace_id -> Nullable<Uuid>,
+        dimension -> Nullable<Text>,
+        reverses_id -> Nullable<Int8>,
+    }
+}
+
+diesel::table! {
+    billable_metrics (tenant_id, code) {
+        tenant_id -> Uuid,
+        code -> Text,
+        name -> Text,
+        unit -> Text,
+        aggregation -> Text,
+        field -> Nullable<Text>,
+        weight_property -> Nullable<Text>,
+        weights -> Jsonb,
+        default_weight -> Nullable<Int8>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    accounts (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        kind -> Text,
+        external_id -> Text,
+        name -> Text,
+        converted_to -> Nullable<Uuid>,
+        converted_at -> Nullable<Timestamptz>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    workspaces (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        account_id -> Uuid,
+        external_id -> Text,
+        name -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    workspace_owners (workspace_id, valid_from) {
+        workspace_id -> Uuid,
+        account_id -> Uuid,
+        valid_from -> Timestamptz,
+        valid_to -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    artifacts (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        key -> Text,
+        object_path -> Text,
+        size_bytes -> Int8,
+        content_type -> Text,
+        sha256 -> Bytea,
+        workspace_id -> Nullable<Uuid>,
+        account_id -> Nullable<Uuid>,
+        created_at -> Timestamptz,
+        deleted_at -> Nullable<Timestamptz>,
     }
 }
 
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(job_attempts -> jobs (job_id));
+diesel::joinable!(workspace_owners -> workspaces (workspace_id));
 diesel::allow_tables_to_appear_in_same_query!(
     tenants,
     api_keys,
@@ -108,5 +180,10 @@ diesel::allow_tables_to_appear_in_same_query!(
     jobs,
     job_attempts,
     outbox,
-    ledger_entries
+    ledger_entries,
+    billable_metrics,
+    accounts,
+    workspaces,
+    workspace_owners,
+    artifacts
 );

@@ -21,12 +21,27 @@ pub async fn create_tenant(
         name: name.to_owned(),
         rate_limit_per_minute,
         created_at: Utc::now(),
+        time_zone: "UTC".to_owned(),
+        usage_locked_before: None,
     };
     Ok(diesel::insert_into(tenants::table)
         .values(&row)
         .returning(TenantRow::as_returning())
         .get_result(conn)
         .await?)
+}
+
+/// Finds a tenant by id.
+pub async fn find_tenant(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+) -> Result<Option<TenantRow>, StorageError> {
+    Ok(tenants::table
+        .find(id)
+        .select(TenantRow::as_select())
+        .first(conn)
+        .await
+        .optional()?)
 }
 
 /// Finds a tenant by its unique name.

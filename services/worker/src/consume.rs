@@ -265,7 +265,7 @@ impl Consumer {
                     cost,
                     duration_ms,
                     ledger_entry: NewLedgerEntry {
-                        tenant_id: tenant.as_uuid(),
+                        tenant_id: Some(tenant.as_uuid()),
                         idempotency_key: format!("job:{job_id}"),
                         metric: format!("job.{}", job.job_type),
                         raw_units: units,
@@ -275,9 +275,17 @@ impl Consumer {
                         source_id: job_id.to_string(),
                         context: serde_json::json!({ "job_type": job.job_type, "attempt": attempt, "weight": weight }),
                         occurred_at: chrono::Utc::now(),
+                        account_id: None,
+                        workspace_id: None,
+                        dimension: None,
+                        reverses_id: None,
                     },
                 };
-                if self.finishes.submit(Finished::Success(success)).await? {
+                if self
+                    .finishes
+                    .submit(Finished::Success(Box::new(success)))
+                    .await?
+                {
                     "succeeded"
                 } else {
                     "duplicate"
