@@ -43,7 +43,8 @@ async fn happy_path_bills_weight_times_units_once() {
 
     let uuid = id.trim_start_matches("job_");
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
         1
     );
     assert_eq!(
@@ -206,7 +207,8 @@ async fn executor_500_twice_then_200_succeeds_on_attempt_3_with_one_ledger_entry
     assert_eq!(done["attempts"], 3);
     assert_eq!(done["cost"], 10);
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
         1
     );
     assert_eq!(
@@ -241,7 +243,8 @@ async fn permanent_400_fails_at_once_without_retry_or_bill() {
     // Give a wrongly scheduled retry time to show up; none may.
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
         0
     );
     assert_eq!(app.count("SELECT count(*) AS n FROM job_attempts").await, 1);
@@ -273,7 +276,8 @@ async fn always_503_goes_dead_after_max_attempts_then_cli_replay_completes_it() 
         3
     );
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
         0
     );
     drop(unavailable);
@@ -298,7 +302,8 @@ async fn always_503_goes_dead_after_max_attempts_then_cli_replay_completes_it() 
     let done = app.wait_for_status(&id, &["succeeded"], WAIT).await;
     assert_eq!(done["cost"], 8);
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
         1
     );
     // The error history of the dead run is kept.
@@ -346,7 +351,8 @@ async fn worker_killed_mid_job_is_redelivered_and_billed_once() {
     // Let the abandoned first call finish too: it must not bill again.
     tokio::time::sleep(Duration::from_secs(4)).await;
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
         1
     );
     assert_eq!(
@@ -398,7 +404,8 @@ async fn jobs_submitted_while_the_broker_is_unreachable_are_published_later() {
         0
     );
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
         1
     );
     let (status, _) = app.get(&format!("{}/readyz", app.intake_url), None).await;
@@ -418,7 +425,8 @@ async fn jobs_submitted_while_the_broker_is_unreachable_are_published_later() {
     app.wait_for_status(job["id"].as_str().expect("id"), &["succeeded"], WAIT)
         .await;
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
         2
     );
     app.stop().await;
@@ -635,7 +643,8 @@ async fn graceful_worker_stop_finishes_and_acks_in_flight_jobs() {
     // stop() returned only after the in-flight job was committed and acked.
     assert_eq!(app.get_job(&id).await["status"], "succeeded");
     assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries").await,
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
         1
     );
     app.stop().await;

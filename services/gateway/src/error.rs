@@ -26,6 +26,8 @@ pub enum GatewayError {
     BadGateway,
     #[error("authentication backend unavailable")]
     AuthUnavailable,
+    #[error("no such route")]
+    NotFound,
 }
 
 impl GatewayError {
@@ -41,6 +43,7 @@ impl GatewayError {
             Self::UpstreamTimeout => "UPSTREAM_TIMEOUT",
             Self::BadGateway => "BAD_GATEWAY",
             Self::AuthUnavailable => "SERVICE_UNAVAILABLE",
+            Self::NotFound => "NOT_FOUND",
         }
     }
 }
@@ -55,6 +58,7 @@ impl ResponseError for GatewayError {
             Self::UpstreamUnavailable | Self::AuthUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Self::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             Self::BadGateway => StatusCode::BAD_GATEWAY,
+            Self::NotFound => StatusCode::NOT_FOUND,
         }
     }
 

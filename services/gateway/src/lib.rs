@@ -1,10 +1,12 @@
 //! The gateway: Tollgate's only public HTTP entry. Authenticates API keys, resolves the
-//! tenant, enforces per-tenant rate limits and body limits, assigns request ids, and proxies
-//! `/v1/jobs…` to job-intake (SPEC "Security", STYLE "Telemetry").
+//! tenant, enforces per-tenant rate limits and body limits, assigns request ids, meters every
+//! request into the usage ledger, and proxies `/v1/…` to job-intake (SPEC "Security",
+//! "Usage metering and the ledger", STYLE "Telemetry").
 
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod metering;
 pub mod proxy;
 
 use std::net::{SocketAddr, TcpListener};
@@ -30,12 +32,15 @@ pub struct GatewayState {
 pub struct RunningGateway {
     pub addr: SocketAddr,
     server: actix_web::dev::ServerHandle,
+    metering: metering::MeterFlusher,
 }
 
 impl RunningGateway {
-    /// Stops accepting connections and drains in-flight requests.
+    /// Stops accepting connections and drains in-flight requests, then writes the traffic
+    /// records still buffered (bounded by `metering.shutdown_timeout_ms`).
     pub async fn stop(self) {
         self.server.stop(true).await;
+        self.metering.shutdown().await;
     }
 }
 
@@ -59,19 +64,32 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: Duration::from_millis(config.upstream_timeout_ms),
     });
+    let traffic_metrics = metering::TrafficMetrics::register(&registry)?;
     let ops = Ops::new(
         Readiness {
-            database: Some(pool),
+            database: Some(pool.clone()),
             broker: None,
         },
         registry,
     )?;
     let listener = TcpListener::bind((config.http.host.as_str(), config.http.port))?;
     let addr = listener.local_addr()?;
+    let (meter, flusher) = metering::start(pool, &config.metering, traffic_metrics);
+    if !config.metering.enabled {
+        tracing::warn!(
+            "traffic metering is OFF (metering.enabled = false): requests are not billed"
+        );
+    }
+    let metering_enabled = config.metering.enabled;
     let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .wrap(middleware::from_fn(observe))
+        let mut app = App::new().app_data(state.clone());
+        if metering_enabled {
+            // Without this the metering middleware passes requests through unrecorded.
+            app = app.app_data(meter.clone());
+        }
+        app.wrap(middleware::from_fn(observe))
+            // Outermost, so that every answer is metered, whoever gives it.
+            .wrap(middleware::from_fn(metering::meter))
             .configure(|cfg| ops.configure(cfg))
             .configure(proxy::routes)
             .default_service(web::to(tollgate_runtime::http::not_found))
@@ -86,5 +104,6 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
     Ok(RunningGateway {
         addr,
         server: handle,
+        metering: flusher,
     })
 }
