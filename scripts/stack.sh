@@ -7,6 +7,8 @@
 #   stack_start_worker        # (again, after a kill)
 #   stack_down                # stops what stack_up started (also on EXIT)
 #
+#   stack_start_gateway 19083 VAR=value…   # another gateway on the same services
+#
 # Exports STACK_DATABASE_URL, STACK_API_KEY, STACK_GATEWAY, STACK_WORKER_PID, STACK_BIN.
 
 stack_build() {
@@ -47,8 +49,8 @@ stack_up() { # name baseport
     export STACK_GATEWAY
     STACK_PREFIX=tollgate_${name}_$$
     STACK_AMQP_URL=${AMQP_URL_DETECTED:-amqp://guest:guest@127.0.0.1:5672/%2f}
-    local token
-    token=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    STACK_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    local token=$STACK_TOKEN
 
     "$STACK_BIN/tollgate-demo-tenant" --addr "127.0.0.1:$STACK_DEMO_PORT" >"$STACK_LOGS/demo-tenant.log" 2>&1 &
     STACK_PIDS+=($!)
@@ -75,6 +77,17 @@ stack_up() { # name baseport
     export STACK_API_KEY
     "${ctl[@]}" job-type set --tenant "$name" --name wordcount \
         --endpoint "http://127.0.0.1:$STACK_DEMO_PORT/wordcount" --weight 1 >/dev/null
+}
+
+stack_start_gateway() { # port [VAR=value ...]
+    local port=$1
+    shift
+    env "$@" GATEWAY__HTTP__PORT="$port" GATEWAY__DATABASE__URL="$STACK_DATABASE_URL" \
+        GATEWAY__INTAKE_URL="http://127.0.0.1:$STACK_INTAKE_PORT" GATEWAY__INTERNAL_TOKEN="$STACK_TOKEN" \
+        RUST_LOG="${RUST_LOG:-warn}" \
+        "$STACK_BIN/tollgate-gateway" >"$STACK_LOGS/gateway-$port.log" 2>&1 &
+    STACK_PIDS+=($!)
+    stack_wait_http "http://127.0.0.1:$port/readyz" "gateway :$port" "$STACK_LOGS/gateway-$port.log"
 }
 
 stack_start_worker() {

@@ -3,6 +3,7 @@
 //! gateway, job-intake and worker on port 0, a tenant with an API key, and a wiremock server
 //! standing in for the tenant's executor (zero2prod `spawn_app`, svix random prefixes).
 
+pub mod api;
 pub mod proxy;
 
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub struct Options {
     pub rate_limit_per_minute: i32,
     /// PostgreSQL server URL (no database) job-intake connects through (a proxy, in tests).
     pub intake_pg_server_url: Option<String>,
+    /// The gateway's `metering.flush_interval_ms` (default: the compiled-in one).
+    pub metering_flush_interval_ms: Option<u64>,
 }
 
 impl Default for Options {
@@ -47,6 +50,7 @@ impl Default for Options {
             worker: true,
             rate_limit_per_minute: 100_000,
             intake_pg_server_url: None,
+            metering_flush_interval_ms: None,
         }
     }
 }
@@ -64,6 +68,10 @@ pub struct TestApp {
     pub api_key: String,
     pub executor: MockServer,
     pub http: reqwest::Client,
+    /// job-intake's artifact directory (a fresh temporary one per test, removed by `stop`).
+    pub artifacts_dir: std::path::PathBuf,
+    /// job-intake's `artifacts.signing_key` (tests forge links with it).
+    pub artifacts_signing_key: String,
     worker: Option<tollgate_worker::RunningWorker>,
     intake: Option<tollgate_job_intake::RunningIntake>,
     gateway: Option<tollgate_gateway::RunningGateway>,
@@ -129,6 +137,14 @@ impl TestApp {
         intake_cfg.internal_token = internal_token.clone();
         intake_cfg.relay.poll_interval_ms = 50;
         intake_cfg.catalog_cache_ttl_ms = 0;
+        let artifacts_dir = std::env::temp_dir().join(format!(
+            "tollgate-artifacts-{}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        let artifacts_signing_key = uuid::Uuid::new_v4().simple().to_string();
+        intake_cfg.artifacts.root = artifacts_dir.to_string_lossy().into_owned();
+        intake_cfg.artifacts.signing_key =
+            tollgate_job_intake::config::SecretString::new(artifacts_signing_key.clone());
         let intake = tollgate_job_intake::start(intake_cfg, CancellationToken::new())
             .await
             .expect("start intake");
@@ -143,6 +159,9 @@ impl TestApp {
         gateway_cfg.internal_token = internal_token;
         gateway_cfg.key_cache_ttl_ms = 0;
         gateway_cfg.max_body_bytes = 64 * 1024;
+        if let Some(ms) = options.metering_flush_interval_ms {
+            gateway_cfg.metering.flush_interval_ms = ms;
+        }
         let gateway = tollgate_gateway::start(gateway_cfg)
             .await
             .expect("start gateway");
@@ -181,6 +200,8 @@ impl TestApp {
             api_key: key.secret_text,
             executor: MockServer::start().await,
             http: reqwest::Client::new(),
+            artifacts_dir,
+            artifacts_signing_key,
             worker: None,
             intake: Some(intake),
             gateway: Some(gateway),
@@ -218,6 +239,14 @@ impl TestApp {
     pub async fn kill_worker(&mut self) {
         if let Some(worker) = self.worker.take() {
             worker.kill().await;
+        }
+    }
+
+    /// Stops the gateway as on SIGTERM: in-flight requests finish, then the buffered traffic
+    /// records are written to the ledger before this returns.
+    pub async fn stop_gateway(&mut self) {
+        if let Some(gateway) = self.gateway.take() {
+            gateway.stop().await;
         }
     }
 
@@ -356,5 +385,6 @@ impl TestApp {
         if let Some(intake) = self.intake.take() {
             intake.stop().await;
         }
+        let _ = std::fs::remove_dir_all(&self.artifacts_dir);
     }
 }

@@ -1,6 +1,10 @@
-//! `tollgatectl`, the operator CLI: migrations, tenants, API keys, the job-type catalog, dead
-//! jobs and their replay, and a usage summary. It talks to PostgreSQL only; messages it
-//! needs published (replays) go through the transactional outbox, which job-intake relays.
+//! `tollgatectl`, the operator CLI: migrations, tenants, API keys, the job-type and
+//! billable-metric catalogs, dead jobs and their replay, ledger reversals, usage locks and a
+//! usage summary. It talks to PostgreSQL; messages it needs published (replays) go through the
+//! transactional outbox, which job-intake relays. `events import` alone goes through the
+//! gateway's public API, so imported events get exactly the validation and dedupe of any client.
+
+pub mod metering;
 
 use std::time::Duration;
 
@@ -60,6 +64,26 @@ enum Command {
         #[command(subcommand)]
         command: JobsCommand,
     },
+    /// The billable-metrics catalog.
+    Metrics {
+        #[command(subcommand)]
+        command: MetricsCommand,
+    },
+    /// Usage events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+    /// The usage ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
+    /// Usage periods.
+    Usage {
+        #[command(subcommand)]
+        command: UsageCommand,
+    },
     /// Jobs by state, ledger entries, units and cost per job type for a tenant.
     Summary {
         #[arg(long)]
@@ -76,6 +100,70 @@ enum TenantCommand {
         /// Requests per minute through the gateway.
         #[arg(long, default_value_t = 6000)]
         rate_limit_per_minute: i32,
+    },
+    /// Set the time zone the usage API buckets days and months in by default (IANA name).
+    SetTimeZone {
+        #[arg(long)]
+        tenant: String,
+        zone: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum MetricsCommand {
+    /// Create or replace the metrics of a TOML file (all or nothing; see examples/metrics/).
+    Apply {
+        #[arg(long)]
+        tenant: String,
+        file: std::path::PathBuf,
+    },
+    /// List a tenant's metrics.
+    List {
+        #[arg(long)]
+        tenant: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum EventsCommand {
+    /// Import usage events from a CSV file through the gateway's batch API. Columns: id,
+    /// metric, and optionally workspace, account, timestamp (RFC 3339), properties (a JSON
+    /// object); any other column becomes a property.
+    Import {
+        file: std::path::PathBuf,
+        #[arg(
+            long,
+            env = "TOLLGATE_GATEWAY_URL",
+            default_value = "http://127.0.0.1:8080"
+        )]
+        gateway_url: String,
+        /// The tenant's API key (a secret: prefer the environment variable).
+        #[arg(long, env = "TOLLGATE_API_KEY", hide_env_values = true)]
+        api_key: String,
+        #[arg(long, default_value_t = 1000)]
+        batch_size: usize,
+    },
+}
+
+#[derive(Subcommand)]
+enum LedgerCommand {
+    /// Append the reversing entry of a ledger entry (by its id, as the usage API shows it).
+    Reverse {
+        entry_id: i64,
+        #[arg(long)]
+        reason: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsageCommand {
+    /// Refuse new usage stamped before an instant (a finalized period): PERIOD_FINALIZED.
+    Lock {
+        #[arg(long)]
+        tenant: String,
+        /// RFC 3339 instant.
+        #[arg(long)]
+        before: String,
     },
 }
 
@@ -152,12 +240,58 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if let Command::Events {
+        command:
+            EventsCommand::Import {
+                file,
+                gateway_url,
+                api_key,
+                batch_size,
+            },
+    } = &cli.command
+    {
+        metering::import_events(file, gateway_url, api_key, *batch_size).await?;
+        return Ok(());
+    }
     let pool = tollgate_storage::pool::build_pool(&cli.database_url, 2, Duration::from_secs(5))?;
     let mut conn = tollgate_storage::pool::get(&pool)
         .await
         .context("connecting to PostgreSQL")?;
     match cli.command {
-        Command::Migrate => unreachable!("handled above"),
+        Command::Migrate
+        | Command::Events {
+            command: EventsCommand::Import { .. },
+        } => unreachable!("handled above"),
+        Command::Tenant {
+            command: TenantCommand::SetTimeZone { tenant, zone },
+        } => {
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            metering::set_time_zone(&mut conn, tenant, &zone).await?;
+        }
+        Command::Metrics {
+            command: MetricsCommand::Apply { tenant, file },
+        } => {
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            metering::apply_metrics(&mut conn, tenant, &file).await?;
+        }
+        Command::Metrics {
+            command: MetricsCommand::List { tenant },
+        } => {
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            metering::list_metrics(&mut conn, tenant).await?;
+        }
+        Command::Ledger {
+            command: LedgerCommand::Reverse { entry_id, reason },
+        } => metering::reverse_entry(&mut conn, entry_id, &reason).await?,
+        Command::Usage {
+            command: UsageCommand::Lock { tenant, before },
+        } => {
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            let before = chrono::DateTime::parse_from_rfc3339(&before)
+                .context("--before must be an RFC 3339 instant")?
+                .with_timezone(&chrono::Utc);
+            metering::lock_usage(&mut conn, tenant, before).await?;
+        }
         Command::Tenant {
             command:
                 TenantCommand::Create {
@@ -336,7 +470,7 @@ async fn summary(
     }
     let rows: Vec<(String, i64, i64, i64)> = diesel::sql_query(
         "SELECT metric, count(*)::int8 AS entries, coalesce(sum(raw_units),0)::int8 AS units, coalesce(sum(cost),0)::int8 AS cost \
-         FROM ledger_entries WHERE tenant_id = $1 GROUP BY metric ORDER BY metric",
+         FROM ledger_entries WHERE tenant_id = $1 AND source_kind = 'job' GROUP BY metric ORDER BY metric",
     )
     .bind::<diesel::sql_types::Uuid, _>(tenant)
     .load::<LedgerSummaryRow>(conn)
@@ -360,6 +494,28 @@ async fn summary(
         "  {:<28} {:>8} {:>12} {:>12}",
         "total", total_entries, total_units, total_cost
     );
+    let other: Vec<LedgerSummaryRow> = diesel::sql_query(
+        "SELECT source_kind || ' ' || metric AS metric, count(*)::int8 AS entries, \
+                coalesce(sum(raw_units),0)::int8 AS units, coalesce(sum(weighted_units),0)::int8 AS cost \
+         FROM ledger_entries WHERE tenant_id = $1 AND source_kind <> 'job' \
+         GROUP BY source_kind, metric ORDER BY source_kind, metric",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(tenant)
+    .load(conn)
+    .await?;
+    if !other.is_empty() {
+        println!("Other metered usage (gateway traffic, events, storage, reversals)");
+        println!(
+            "  {:<36} {:>8} {:>14} {:>14}",
+            "source metric", "entries", "raw units", "weighted"
+        );
+        for row in other {
+            println!(
+                "  {:<36} {:>8} {:>14} {:>14}",
+                row.metric, row.entries, row.units, row.cost
+            );
+        }
+    }
     Ok(())
 }
 

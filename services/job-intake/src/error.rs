@@ -5,7 +5,7 @@ use actix_web::{HttpResponse, ResponseError};
 use tollgate_runtime::http::error_response;
 use tollgate_storage::StorageError;
 
-/// Errors a client of `/v1/jobs` can get.
+/// Errors a client of `/v1/jobs`, `/v1/artifacts` and `/v1/downloads` can get.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or invalid tenant identity")]
@@ -26,6 +26,30 @@ pub enum ApiError {
     IdempotencyConflict { job_id: String },
     #[error("job not found")]
     NotFound,
+    #[error("artifact not found")]
+    ArtifactNotFound,
+    #[error("invalid artifact key: {0}")]
+    InvalidArtifactKey(String),
+    #[error("unknown workspace `{0}`")]
+    UnknownWorkspace(String),
+    #[error("artifact is larger than {limit} bytes")]
+    ArtifactTooLarge { limit: usize },
+    #[error("download link has expired; ask for a new one")]
+    DownloadLinkExpired,
+    #[error("download link is invalid")]
+    DownloadLinkInvalid,
+    #[error("artifact storage temporarily unavailable")]
+    ArtifactStoreUnavailable(#[source] object_store::Error),
+    #[error("{0}")]
+    Event(tollgate_domain::usage::EventRejection),
+    #[error("a batch holds at most {limit} events; this one has {count}")]
+    BatchTooLarge { count: usize, limit: usize },
+    #[error("unknown metric `{0}`")]
+    UnknownMetric(String),
+    #[error("unknown time zone `{0}` (use an IANA name such as Europe/Paris)")]
+    InvalidTimeZone(String),
+    #[error("{0}")]
+    Account(AccountError),
     #[error("service temporarily unavailable")]
     Unavailable(#[source] StorageError),
     #[error("internal error")]
@@ -34,8 +58,13 @@ pub enum ApiError {
 
 impl ApiError {
     /// The stable machine code.
-    pub fn code(&self) -> &'static str {
+    pub fn code(&self) -> &str {
         match self {
+            Self::Event(rejection) => &rejection.code,
+            Self::BatchTooLarge { .. } => "BATCH_TOO_LARGE",
+            Self::UnknownMetric(_) => "UNKNOWN_METRIC",
+            Self::InvalidTimeZone(_) => "INVALID_TIME_ZONE",
+            Self::Account(err) => err.code(),
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::MalformedJson(_) => "MALFORMED_JSON",
             Self::Invalid(_) => "INVALID_REQUEST",
@@ -43,6 +72,13 @@ impl ApiError {
             Self::InputTooLarge { .. } => "INPUT_TOO_LARGE",
             Self::IdempotencyConflict { .. } => "IDEMPOTENCY_KEY_REUSED",
             Self::NotFound => "JOB_NOT_FOUND",
+            Self::ArtifactNotFound => "ARTIFACT_NOT_FOUND",
+            Self::InvalidArtifactKey(_) => "INVALID_ARTIFACT_KEY",
+            Self::UnknownWorkspace(_) => "UNKNOWN_WORKSPACE",
+            Self::ArtifactTooLarge { .. } => "ARTIFACT_TOO_LARGE",
+            Self::DownloadLinkExpired => "DOWNLOAD_LINK_EXPIRED",
+            Self::DownloadLinkInvalid => "DOWNLOAD_LINK_INVALID",
+            Self::ArtifactStoreUnavailable(_) => "ARTIFACT_STORE_UNAVAILABLE",
             Self::Unavailable(_) => "SERVICE_UNAVAILABLE",
             Self::Internal(_) => "INTERNAL",
         }
@@ -78,7 +114,19 @@ impl ResponseError for ApiError {
             Self::Invalid(_) | Self::UnknownJobType(_) => StatusCode::UNPROCESSABLE_ENTITY,
             Self::InputTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::IdempotencyConflict { .. } => StatusCode::CONFLICT,
-            Self::NotFound => StatusCode::NOT_FOUND,
+            Self::NotFound | Self::ArtifactNotFound => StatusCode::NOT_FOUND,
+            Self::InvalidArtifactKey(_) | Self::UnknownWorkspace(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::ArtifactTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::DownloadLinkExpired => StatusCode::GONE,
+            Self::DownloadLinkInvalid => StatusCode::FORBIDDEN,
+            Self::ArtifactStoreUnavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Event(_) | Self::UnknownMetric(_) | Self::InvalidTimeZone(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            Self::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::Account(err) => err.status(),
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -90,12 +138,75 @@ impl ResponseError for ApiError {
                 Some(serde_json::json!({ "size": size, "limit": limit }))
             }
             Self::IdempotencyConflict { job_id } => Some(serde_json::json!({ "job_id": job_id })),
+            Self::ArtifactTooLarge { limit } => Some(serde_json::json!({ "limit": limit })),
+            Self::BatchTooLarge { count, limit } => {
+                Some(serde_json::json!({ "count": count, "limit": limit }))
+            }
             _ => None,
         };
-        if matches!(self, Self::Internal(_) | Self::Unavailable(_)) {
+        if matches!(
+            self,
+            Self::Internal(_) | Self::Unavailable(_) | Self::ArtifactStoreUnavailable(_)
+        ) {
             // The cause chain goes to the log (with the request span); the body says nothing internal.
             tracing::error!(error = ?self, "request failed");
         }
         error_response(self.status_code(), self.code(), &self.to_string(), details)
+    }
+}
+
+/// Refusals of the account rules (SPEC "Security": a personal account has one workspace;
+/// conversion to an organization is all-or-nothing).
+#[derive(Debug, thiserror::Error)]
+pub enum AccountError {
+    #[error("account not found")]
+    NotFound,
+    #[error("workspace not found")]
+    WorkspaceNotFound,
+    #[error(
+        "a personal account owns at most one workspace; convert it to an organization to add more"
+    )]
+    PersonalWorkspaceLimit,
+    #[error("the account was converted to an organization; use the organization")]
+    Converted,
+    #[error("only a personal account can be converted to an organization")]
+    NotPersonal,
+    #[error("the external id is already used by another record of this tenant")]
+    ExternalIdTaken,
+}
+
+impl AccountError {
+    /// The stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::NotFound => "ACCOUNT_NOT_FOUND",
+            Self::WorkspaceNotFound => "WORKSPACE_NOT_FOUND",
+            Self::PersonalWorkspaceLimit => "PERSONAL_ACCOUNT_WORKSPACE_LIMIT",
+            Self::Converted => "ACCOUNT_CONVERTED",
+            Self::NotPersonal => "ACCOUNT_NOT_PERSONAL",
+            Self::ExternalIdTaken => "EXTERNAL_ID_TAKEN",
+        }
+    }
+
+    /// 404 for a missing record, 403 for the workspace limit, 409 for state conflicts.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::NotFound | Self::WorkspaceNotFound => StatusCode::NOT_FOUND,
+            Self::PersonalWorkspaceLimit => StatusCode::FORBIDDEN,
+            Self::Converted | Self::NotPersonal | Self::ExternalIdTaken => StatusCode::CONFLICT,
+        }
+    }
+}
+
+impl From<tollgate_storage::accounts::Refusal> for ApiError {
+    fn from(refusal: tollgate_storage::accounts::Refusal) -> Self {
+        use tollgate_storage::accounts::Refusal;
+        Self::Account(match refusal {
+            Refusal::AccountNotFound => AccountError::NotFound,
+            Refusal::PersonalWorkspaceLimit => AccountError::PersonalWorkspaceLimit,
+            Refusal::AccountConverted => AccountError::Converted,
+            Refusal::NotPersonal => AccountError::NotPersonal,
+            Refusal::ExternalIdTaken => AccountError::ExternalIdTaken,
+        })
     }
 }

@@ -86,7 +86,7 @@ pub struct JobListResponse {
 }
 
 /// The tenant the gateway authenticated, after checking the internal token.
-fn tenant(req: &HttpRequest, state: &AppState) -> Result<TenantId, ApiError> {
+pub(crate) fn tenant(req: &HttpRequest, state: &AppState) -> Result<TenantId, ApiError> {
     if !state.internal_token.is_empty() {
         let presented = req
             .headers()

@@ -5,10 +5,14 @@
 //! It is internal: the gateway authenticates callers and forwards the tenant in
 //! `x-tollgate-tenant`.
 
+pub mod accounts;
+pub mod artifacts;
 pub mod config;
 pub mod error;
+pub mod events;
 pub mod jobs;
 pub mod relay;
+pub mod usage;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -38,6 +42,14 @@ pub struct AppState {
     pub broker: Broker,
     pub internal_token: String,
     pub submitted: IntCounterVec,
+    /// Artifact object storage and download-link signing.
+    pub artifacts: artifacts::ArtifactStore,
+    /// The billable-metrics catalog, cached.
+    pub metrics: tollgate_storage::catalog::MetricCatalog,
+    /// Batches usage-event writes into shared transactions.
+    pub event_writes: GroupCommit<tollgate_storage::events::EventInserter>,
+    pub events: config::EventsConfig,
+    pub events_ingested: IntCounterVec,
 }
 
 /// A running job-intake: its address and how to stop it.
@@ -101,6 +113,22 @@ pub async fn start(
         config.group_commit.writers,
         config.group_commit.max_batch,
     );
+    let event_writes = GroupCommit::start(
+        pool.clone(),
+        tollgate_storage::events::EventInserter,
+        config.events.writers,
+        config.events.max_group,
+    );
+    let events_ingested = IntCounterVec::new(
+        Opts::new(
+            "tollgate_events_ingested_total",
+            "Usage events by outcome (accepted, duplicate, rejected)",
+        ),
+        &["outcome"],
+    )?;
+    registry.register(Box::new(events_ingested.clone()))?;
+    let artifact_store =
+        artifacts::ArtifactStore::from_config(&config.artifacts, config.max_body_bytes)?;
     let state = web::Data::new(AppState {
         pool: pool.clone(),
         inserts,
@@ -111,6 +139,13 @@ pub async fn start(
         broker: broker.clone(),
         internal_token: config.internal_token.clone(),
         submitted,
+        artifacts: artifact_store,
+        metrics: tollgate_storage::catalog::MetricCatalog::new(Duration::from_millis(
+            config.catalog_cache_ttl_ms,
+        )),
+        event_writes,
+        events: config.events.clone(),
+        events_ingested,
     });
     let ops = Ops::new(
         Readiness {
@@ -130,6 +165,10 @@ pub async fn start(
             .wrap(middleware::from_fn(observe))
             .configure(|cfg| ops.configure(cfg))
             .configure(jobs::routes)
+            .configure(artifacts::routes)
+            .configure(events::routes)
+            .configure(accounts::routes)
+            .configure(usage::routes)
             .default_service(web::to(tollgate_runtime::http::not_found))
     })
     .workers(config.http.workers)
