@@ -496,11 +496,49 @@ for i in "${!JOB_IDS[@]}"; do
         "$status" "$attempts" "$units" "$cost" "$mark" "$note"
 done
 
+step "Usage metering: the project-tool metrics catalog, an account, a workspace, usage events"
+ctl metrics apply --tenant demo examples/metrics/project-tool.toml | sed 's/^/  /' ||
+    CHECK_FAILURES+=("tollgatectl metrics apply failed")
+api_post() { # path json → body on stdout
+    curl -sS --max-time 10 -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
+        -d "$2" "$GATEWAY$1"
+}
+api_post /v1/accounts '{"external_id":"ada","name":"Ada Lovelace","kind":"personal"}' >/dev/null || true
+api_post /v1/workspaces '{"external_id":"ada-notes","name":"Ada notes","account":"ada"}' >/dev/null || true
+# One document read = one `doc_create` operation and its word count as AI tokens, per
+# succeeded wordcount job (event ids are stable, so a re-run of this step counts nothing twice).
+events=''
+for i in "${!JOB_IDS[@]}"; do
+    [ "${JOB_TYPES[$i]}" = wordcount ] && [ "${STATUS[$i]}" = succeeded ] || continue
+    units=$(json_fields "$WORK/job-$i.json" units)
+    events+="{\"id\":\"doc-$i\",\"metric\":\"api_operations\",\"workspace\":\"ada-notes\",\"properties\":{\"operation\":\"doc_create\"}},"
+    events+="{\"id\":\"summary-$i\",\"metric\":\"api_operations\",\"workspace\":\"ada-notes\",\"properties\":{\"operation\":\"ai_summary\"}},"
+    events+="{\"id\":\"tokens-$i\",\"metric\":\"ai_tokens\",\"workspace\":\"ada-notes\",\"properties\":{\"tokens\":${units:-0}}},"
+done
+events+='{"id":"bad-1","metric":"api_operations","workspace":"ada-notes","properties":{"operation":"drop_database"}}'
+for attempt in first again; do
+    api_post /v1/events/batch "{\"events\":[$events]}" >"$WORK/events-$attempt.json" || true
+    IFS=$'\t' read -r accepted duplicates rejected < <(json_fields "$WORK/events-$attempt.json" accepted duplicates rejected)
+    printf '  POST /v1/events/batch (%s): accepted %s, duplicates %s, rejected %s\n' \
+        "$attempt" "$accepted" "$duplicates" "$rejected"
+done
+if [ "${accepted:-}" != 0 ] || [ "${rejected:-}" != 1 ]; then
+    CHECK_FAILURES+=("resending the event batch was not all duplicates (accepted $accepted, rejected $rejected)")
+fi
+step "GET /v1/usage?period=day&format=csv (events, gateway traffic, jobs)"
+as_table() { if command -v column >/dev/null 2>&1; then column -s, -t; else cat; fi; }
+if curl -fsS --max-time 10 -H "Authorization: Bearer $API_KEY" \
+    "$GATEWAY/v1/usage?period=day&format=csv" >"$WORK/usage.csv"; then
+    cut -d, -f1,2,3,6,8,9,11 "$WORK/usage.csv" | as_table | sed 's/^/  /'
+else
+    CHECK_FAILURES+=("GET /v1/usage failed")
+fi
+
 step "Billing check: one ledger entry per succeeded job, cost = units × weight"
 ledger_n="?" ledger_cost="?" succeeded_n="?" job_cost="?"
 read -r ledger_n ledger_cost succeeded_n job_cost < <(psql "$DB_URL" -AtF ' ' -c \
-    "SELECT (SELECT count(*) FROM ledger_entries),
-            (SELECT coalesce(sum(cost), 0) FROM ledger_entries),
+    "SELECT (SELECT count(*) FROM ledger_entries WHERE source_kind = 'job'),
+            (SELECT coalesce(sum(cost), 0) FROM ledger_entries WHERE source_kind = 'job'),
             (SELECT count(*) FROM jobs WHERE status = 'succeeded'),
             (SELECT coalesce(sum(cost), 0) FROM jobs WHERE status = 'succeeded')") || true
 printf '  ledger entries %s (cost %s) for %s succeeded jobs (cost %s)\n' "$ledger_n" "$ledger_cost" "$succeeded_n" "$job_cost"

@@ -19,7 +19,7 @@ use tollgate_domain::{AccountId, WorkspaceId};
 use tollgate_storage::accounts;
 use tollgate_storage::models::{AccountRow, WorkspaceRow};
 
-use crate::error::{AccountError, ApiError};
+use crate::error::{parse_json as parse, AccountError, ApiError};
 use crate::jobs::tenant;
 use crate::AppState;
 
@@ -151,13 +151,6 @@ pub struct ConversionResponse {
     pub personal: AccountResponse,
     pub organization: AccountResponse,
     pub workspaces: Vec<WorkspaceResponse>,
-}
-
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-        _ => ApiError::MalformedJson(e.to_string()),
-    })
 }
 
 /// External ids and names: 1–200 bytes, no control characters.

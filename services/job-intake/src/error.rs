@@ -210,3 +210,12 @@ impl From<tollgate_storage::accounts::Refusal> for ApiError {
         })
     }
 }
+
+/// Parses a JSON request body: malformed JSON → 400 MALFORMED_JSON, well-formed JSON of the
+/// wrong shape → 422 INVALID_REQUEST (serde's message names the field).
+pub fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
+        _ => ApiError::MalformedJson(e.to_string()),
+    })
+}

@@ -22,7 +22,7 @@ use tollgate_domain::usage::{EventLimits, EventRejection, UsageEvent};
 use tollgate_domain::TenantId;
 use tollgate_storage::events::{EventWrite, PendingEvent};
 
-use crate::error::ApiError;
+use crate::error::{parse_json, ApiError};
 use crate::jobs::tenant;
 use crate::AppState;
 
@@ -181,13 +181,6 @@ async fn measure(
         occurred_at: event.timestamp,
         context,
     }))
-}
-
-fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| match e.classify() {
-        serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-        _ => ApiError::MalformedJson(e.to_string()),
-    })
 }
 
 async fn ingest_one(

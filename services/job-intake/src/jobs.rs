@@ -191,11 +191,7 @@ async fn submit(
     body: web::Bytes,
 ) -> Result<HttpResponse, ApiError> {
     let tenant = tenant(&req, &state)?;
-    let request: SubmitJobRequest =
-        serde_json::from_slice(&body).map_err(|e| match e.classify() {
-            serde_json::error::Category::Data => ApiError::Invalid(e.to_string()),
-            _ => ApiError::MalformedJson(e.to_string()),
-        })?;
+    let request: SubmitJobRequest = crate::error::parse_json(&body)?;
     let job_type =
         JobTypeName::parse(&request.job_type).map_err(|e| ApiError::Invalid(e.to_string()))?;
     let idempotency_key = match req.headers().get("idempotency-key") {
