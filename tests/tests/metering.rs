@@ -705,3 +705,80 @@ async fn events_import_from_csv_counts_each_row_once() {
     let _ = std::fs::remove_file(&path);
     app.stop().await;
 }
+
+#[tokio::test]
+async fn a_job_for_a_workspace_is_billed_to_its_owner_at_completion() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, ResponseTemplate};
+    let app = TestApp::spawn().await;
+    app.add_job_type("render", "/render", 5, 3, 4096).await;
+    Mock::given(method("POST"))
+        .and(path("/render"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({ "output": {}, "units": 2 })))
+        .mount(&app.executor)
+        .await;
+    let solo = json!({ "external_id": "solo", "name": "Solo", "kind": "personal" });
+    assert_eq!(app.post_json("/v1/accounts", &solo).await.0, 201);
+    let (status, _) = app
+        .post_json(
+            "/v1/workspaces",
+            &json!({ "external_id": "studio", "name": "Studio", "account": "solo" }),
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let (status, body) = app
+        .submit(
+            &json!({ "type": "render", "input": { "n": 1 }, "workspace": "nope" }),
+            None,
+        )
+        .await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (422, Some("UNKNOWN_WORKSPACE"))
+    );
+    assert_eq!(app.count("SELECT count(*) AS n FROM jobs").await, 0);
+
+    let (status, first) = app
+        .submit(
+            &json!({ "type": "render", "input": { "n": 1 }, "workspace": "studio" }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{first}");
+    let first = first["id"].as_str().expect("id").to_owned();
+    app.wait_for_status(&first, &["succeeded"], std::time::Duration::from_secs(30))
+        .await;
+
+    let (status, _) = app
+        .post_json(
+            "/v1/accounts/solo/convert",
+            &json!({ "external_id": "solo-inc", "name": "Solo Inc" }),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (status, second) = app
+        .submit(
+            &json!({ "type": "render", "input": { "n": 2 }, "workspace": "studio" }),
+            None,
+        )
+        .await;
+    assert_eq!(status, 202, "{second}");
+    let second = second["id"].as_str().expect("id").to_owned();
+    let done = app
+        .wait_for_status(&second, &["succeeded"], std::time::Duration::from_secs(30))
+        .await;
+    assert!(done["workspace_id"]
+        .as_str()
+        .is_some_and(|w| w.starts_with("ws_")));
+
+    let (status, usage) = app
+        .get_json("/v1/usage?metric=job.render&period=total")
+        .await;
+    assert_eq!(status, 200, "{usage}");
+    let totals = by_account(&usage);
+    // 2 units × weight 5 per job: the first job to the person, the second to the organization.
+    assert_eq!(totals.get("solo"), Some(&10), "{usage}");
+    assert_eq!(totals.get("solo-inc"), Some(&10), "{usage}");
+    app.stop().await;
+}

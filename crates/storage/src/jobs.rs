@@ -412,7 +412,9 @@ pub async fn finish_attempts(
                     })
                     .collect();
                 diesel::insert_into(job_attempts::table).values(&attempts).execute(conn).await?;
-                let entries: Vec<&NewLedgerEntry> = billed.iter().map(|s| &s.ledger_entry).collect();
+                let mut entries: Vec<NewLedgerEntry> =
+                    billed.iter().map(|s| s.ledger_entry.clone()).collect();
+                attribute_to_owners(conn, &mut entries).await?;
                 diesel::insert_into(ledger_entries::table)
                     .values(entries)
                     .on_conflict((ledger_entries::tenant_id, ledger_entries::idempotency_key))
@@ -452,4 +454,43 @@ impl crate::group_commit::BatchWriter for AttemptFinisher {
     {
         finish_attempts(conn, items)
     }
+}
+
+/// Fills the billing entity of entries that name a workspace: the owner in force at each
+/// entry's `occurred_at`, read under a share lock on the workspaces so that a concurrent
+/// personal→organization conversion lands wholly before or after (same rule as usage events,
+/// `crate::events`). One query for the whole batch; none when no entry names a workspace.
+async fn attribute_to_owners(
+    conn: &mut AsyncPgConnection,
+    entries: &mut [NewLedgerEntry],
+) -> Result<(), StorageError> {
+    use crate::schema::workspaces;
+    let ids: Vec<Uuid> = entries
+        .iter()
+        .filter(|e| e.account_id.is_none())
+        .filter_map(|e| e.workspace_id)
+        .collect::<std::collections::HashSet<_>>()
+        .into_iter()
+        .collect();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    workspaces::table
+        .filter(workspaces::id.eq_any(&ids))
+        .order(workspaces::id)
+        .select(workspaces::id)
+        .for_share()
+        .load::<Uuid>(conn)
+        .await?;
+    let mut history: std::collections::HashMap<Uuid, Vec<crate::models::WorkspaceOwnerRow>> =
+        std::collections::HashMap::new();
+    for span in crate::accounts::ownership(conn, &ids).await? {
+        history.entry(span.workspace_id).or_default().push(span);
+    }
+    for entry in entries.iter_mut().filter(|e| e.account_id.is_none()) {
+        if let Some(spans) = entry.workspace_id.and_then(|ws| history.get(&ws)) {
+            entry.account_id = crate::accounts::owner_at(spans, entry.occurred_at);
+        }
+    }
+    Ok(())
 }

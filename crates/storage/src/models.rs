@@ -74,6 +74,9 @@ pub struct JobRow {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The workspace the job was submitted for; its ledger entry goes to the owner in force
+    /// at completion.
+    pub workspace_id: Option<Uuid>,
 }
 
 /// A job to insert, always `queued`.
@@ -88,6 +91,7 @@ pub struct NewJob {
     pub input: serde_json::Value,
     pub status: String,
     pub max_attempts: i32,
+    pub workspace_id: Option<Uuid>,
 }
 
 /// One attempt's outcome.

@@ -56,6 +56,7 @@ diesel::table! {
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
         finished_at -> Nullable<Timestamptz>,
+        workspace_id -> Nullable<Uuid>,
     }
 }
 

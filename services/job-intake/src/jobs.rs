@@ -32,6 +32,10 @@ pub struct SubmitJobRequest {
     pub job_type: String,
     /// Any JSON value; its serialized size is capped per type.
     pub input: serde_json::Value,
+    /// The workspace (external id) the job is for: its ledger entry is billed to the
+    /// workspace's owner at completion. Not part of the idempotency hash.
+    #[serde(default)]
+    pub workspace: Option<String>,
 }
 
 /// A job as the API shows it.
@@ -54,6 +58,9 @@ pub struct JobResponse {
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
     pub finished_at: Option<DateTime<Utc>>,
+    /// The workspace (`ws_…`) the job is billed through, if any.
+    #[serde(default)]
+    pub workspace_id: Option<String>,
 }
 
 impl JobResponse {
@@ -73,6 +80,9 @@ impl JobResponse {
             created_at: row.created_at,
             updated_at: row.updated_at,
             finished_at: row.finished_at,
+            workspace_id: row
+                .workspace_id
+                .map(|id| tollgate_domain::WorkspaceId::from_uuid(id).to_string()),
         }
     }
 }
@@ -121,6 +131,8 @@ pub struct Submission {
     /// Serialized input size, bytes.
     pub input_size: usize,
     pub idempotency_key: Option<IdempotencyKey>,
+    /// Workspace external id; unknown → 422 UNKNOWN_WORKSPACE.
+    pub workspace: Option<String>,
 }
 
 /// Accepts a job: checks the catalog and the size cap, then inserts the job and its execute
@@ -146,6 +158,22 @@ pub async fn submit_job(
             limit,
         });
     }
+    let workspace_id = match &submission.workspace {
+        Some(external_id) => {
+            let mut conn = tollgate_storage::pool::get(&state.pool).await?;
+            let found =
+                tollgate_storage::accounts::find_workspace(&mut conn, tenant_uuid, external_id)
+                    .await?;
+            Some(
+                found
+                    .ok_or_else(|| {
+                        ApiError::UnknownWorkspace(external_id.chars().take(200).collect())
+                    })?
+                    .id,
+            )
+        }
+        None => None,
+    };
     let hash = request_hash(&submission.job_type, &submission.input);
     let key = submission
         .idempotency_key
@@ -172,6 +200,7 @@ pub async fn submit_job(
         input: submission.input,
         status: JobStatus::Queued.as_str().to_owned(),
         max_attempts: job_type.max_attempts,
+        workspace_id,
     };
     match state.inserts.submit((job, message)).await? {
         InsertOutcome::Created(row) => {
@@ -219,6 +248,7 @@ async fn submit(
             input: request.input,
             input_size,
             idempotency_key,
+            workspace: request.workspace,
         },
     )
     .await;

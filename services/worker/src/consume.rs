@@ -275,8 +275,9 @@ impl Consumer {
                         source_id: job_id.to_string(),
                         context: serde_json::json!({ "job_type": job.job_type, "attempt": attempt, "weight": weight }),
                         occurred_at: chrono::Utc::now(),
+                        // Resolved to the owner in force when the completion commits.
                         account_id: None,
-                        workspace_id: None,
+                        workspace_id: job.workspace_id,
                         dimension: None,
                         reverses_id: None,
                     },
