@@ -102,6 +102,11 @@ prefixed_id!(
     /// A workspace, owned by one account at a time (ownership history in `workspace_owners`).
     WorkspaceId, "ws_", "workspace"
 );
+prefixed_id!(
+    /// One stored version of an artifact; used by the API and in the ledger's `source_id` and
+    /// idempotency keys of storage entries.
+    ArtifactId, "art_", "artifact"
+);
 
 #[cfg(test)]
 mod tests {

@@ -11,5 +11,5 @@ pub mod job;
 pub mod usage;
 
 pub use envelope::{Envelope, JobCommand};
-pub use ids::{AccountId, ApiKeyId, IdError, JobId, TenantId, WorkspaceId};
+pub use ids::{AccountId, ApiKeyId, ArtifactId, IdError, JobId, TenantId, WorkspaceId};
 pub use job::{request_hash, IdempotencyKey, JobStatus, JobTypeName, ParseError};

@@ -23,15 +23,6 @@ pub const STORAGE_METRIC: &str = "storage.bytes";
 /// `source_kind` of storage entries (the ledger's CHECK constraint lists it).
 pub const STORAGE_SOURCE_KIND: &str = "storage";
 
-/// The prefix of an artifact version's public id (`art_` + 32 hex digits of its UUID), used
-/// by the API and in the ledger's `source_id` and idempotency keys.
-pub const ID_PREFIX: &str = "art_";
-
-/// The public id of the artifact version `id` (`art_…`).
-pub fn public_id(id: Uuid) -> String {
-    format!("{ID_PREFIX}{}", id.simple())
-}
-
 /// One stored version of an artifact.
 #[derive(Debug, Clone, Queryable, Selectable)]
 #[diesel(table_name = artifacts)]
@@ -238,7 +229,7 @@ fn storage_entry(row: &ArtifactRow, change: Change, now: DateTime<Utc>) -> NewLe
         Change::Put => (row.size_bytes, "put"),
         Change::Delete => (-row.size_bytes, "delete"),
     };
-    let id = public_id(row.id);
+    let id = tollgate_domain::ArtifactId::from_uuid(row.id);
     NewLedgerEntry {
         tenant_id: Some(row.tenant_id),
         idempotency_key: format!("artifact:{id}:{suffix}"),
@@ -247,7 +238,7 @@ fn storage_entry(row: &ArtifactRow, change: Change, now: DateTime<Utc>) -> NewLe
         weighted_units: units,
         cost: 0,
         source_kind: STORAGE_SOURCE_KIND.to_owned(),
-        source_id: id,
+        source_id: id.to_string(),
         context: serde_json::json!({ "key": row.key, "change": suffix }),
         occurred_at: now,
         account_id: row.account_id,

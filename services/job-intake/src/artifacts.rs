@@ -8,8 +8,6 @@
 //! signed URLs: the store's own (S3/GCS) or, for a local directory, links to
 //! `GET /v1/downloads/{id}` signed with HMAC-SHA256, which the gateway forwards unauthenticated.
 
-use std::fmt;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +25,7 @@ use object_store::signer::Signer;
 use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
-use tollgate_domain::TenantId;
+use tollgate_domain::{ArtifactId, TenantId};
 use tollgate_storage::artifacts::{self as rows, ArtifactRow, NewArtifact};
 use uuid::Uuid;
 
@@ -93,44 +91,6 @@ fn file_name(key: &str) -> &str {
     match key.rsplit('/').next() {
         Some(last) if !last.is_empty() => last,
         _ => "artifact",
-    }
-}
-
-/// An artifact version's public id: `art_` and 32 lowercase hex digits (its UUID), like the
-/// prefixed ids of `tollgate_domain::ids`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ArtifactId(Uuid);
-
-impl ArtifactId {
-    /// The textual prefix, including the underscore.
-    pub const PREFIX: &'static str = rows::ID_PREFIX;
-
-    /// Wraps a UUID read from storage.
-    pub fn from_uuid(uuid: Uuid) -> Self {
-        Self(uuid)
-    }
-
-    /// The UUID as stored in PostgreSQL.
-    pub fn as_uuid(&self) -> Uuid {
-        self.0
-    }
-}
-
-impl fmt::Display for ArtifactId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&rows::public_id(self.0))
-    }
-}
-
-impl FromStr for ArtifactId {
-    type Err = ApiError;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        s.strip_prefix(Self::PREFIX)
-            .filter(|hex| hex.len() == 32 && hex.bytes().all(|b| b.is_ascii_hexdigit()))
-            .and_then(|hex| Uuid::parse_str(hex).ok())
-            .map(Self)
-            .ok_or(ApiError::ArtifactNotFound)
     }
 }
 
