@@ -6,27 +6,57 @@ use std::collections::HashMap;
 use std::sync::RwLock;
 use std::time::{Duration, Instant};
 
-use crate::models::JobTypeRow;
-use crate::{tenants, PgPool, StorageError};
+use tollgate_domain::usage::MetricDefinition;
 use uuid::Uuid;
 
-/// (tenant, job type name).
-type Key = (Uuid, String);
-/// The row (or its absence) and when it was read.
-type Entry = (Option<JobTypeRow>, Instant);
+use crate::models::JobTypeRow;
+use crate::{tenants, PgPool, StorageError};
 
-/// The cache.
-pub struct Catalog {
+/// (tenant, job type name or metric code).
+type Key = (Uuid, String);
+
+/// Key → the definition or its absence, with the instant it was read. Holds at most 100,000
+/// entries (cleared when full).
+struct TtlCache<V> {
     ttl: Duration,
-    entries: RwLock<HashMap<Key, Entry>>,
+    entries: RwLock<HashMap<Key, (Option<V>, Instant)>>,
+}
+
+impl<V: Clone> TtlCache<V> {
+    fn new(ttl: Duration) -> Self {
+        Self {
+            ttl,
+            entries: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// `Some(entry)` while the cached entry (which may be "absent") is younger than `ttl`.
+    fn fresh(&self, key: &Key) -> Option<Option<V>> {
+        let entries = self.entries.read().ok()?;
+        let (value, at) = entries.get(key)?;
+        (at.elapsed() < self.ttl).then(|| value.clone())
+    }
+
+    fn store(&self, key: Key, value: Option<V>) {
+        if let Ok(mut entries) = self.entries.write() {
+            if entries.len() > 100_000 {
+                entries.clear();
+            }
+            entries.insert(key, (value, Instant::now()));
+        }
+    }
+}
+
+/// The job-type cache.
+pub struct Catalog {
+    cache: TtlCache<JobTypeRow>,
 }
 
 impl Catalog {
     /// An empty cache whose entries live `ttl`.
     pub fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            entries: RwLock::new(HashMap::new()),
+            cache: TtlCache::new(ttl),
         }
     }
 
@@ -38,37 +68,26 @@ impl Catalog {
         name: &str,
     ) -> Result<Option<JobTypeRow>, StorageError> {
         let key = (tenant, name.to_owned());
-        if let Ok(entries) = self.entries.read() {
-            if let Some((row, at)) = entries.get(&key) {
-                if at.elapsed() < self.ttl {
-                    return Ok(row.clone());
-                }
-            }
+        if let Some(row) = self.cache.fresh(&key) {
+            return Ok(row);
         }
         let mut conn = crate::pool::get(pool).await?;
         let row = tenants::find_job_type(&mut conn, tenant, name).await?;
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() > 100_000 {
-                entries.clear();
-            }
-            entries.insert(key, (row.clone(), Instant::now()));
-        }
+        self.cache.store(key, row.clone());
         Ok(row)
     }
 }
 
 /// The billable-metrics cache: (tenant, code) → definition, for `ttl`.
 pub struct MetricCatalog {
-    ttl: Duration,
-    entries: RwLock<HashMap<Key, (Option<tollgate_domain::usage::MetricDefinition>, Instant)>>,
+    cache: TtlCache<MetricDefinition>,
 }
 
 impl MetricCatalog {
     /// An empty cache whose entries live `ttl`.
     pub fn new(ttl: Duration) -> Self {
         Self {
-            ttl,
-            entries: RwLock::new(HashMap::new()),
+            cache: TtlCache::new(ttl),
         }
     }
 
@@ -78,26 +97,17 @@ impl MetricCatalog {
         pool: &PgPool,
         tenant: Uuid,
         code: &str,
-    ) -> Result<Option<tollgate_domain::usage::MetricDefinition>, StorageError> {
+    ) -> Result<Option<MetricDefinition>, StorageError> {
         let key = (tenant, code.to_owned());
-        if let Ok(entries) = self.entries.read() {
-            if let Some((definition, at)) = entries.get(&key) {
-                if at.elapsed() < self.ttl {
-                    return Ok(definition.clone());
-                }
-            }
+        if let Some(definition) = self.cache.fresh(&key) {
+            return Ok(definition);
         }
         let mut conn = crate::pool::get(pool).await?;
         let definition = match crate::billable_metrics::find(&mut conn, tenant, code).await? {
             Some(row) => Some(row.definition()?),
             None => None,
         };
-        if let Ok(mut entries) = self.entries.write() {
-            if entries.len() > 100_000 {
-                entries.clear();
-            }
-            entries.insert(key, (definition.clone(), Instant::now()));
-        }
+        self.cache.store(key, definition.clone());
         Ok(definition)
     }
 }
