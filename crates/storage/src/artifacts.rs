@@ -71,13 +71,6 @@ pub struct PutOutcome {
     pub replaced: Option<ArtifactRow>,
 }
 
-/// A workspace as artifacts need it: its id and the account that owns it now.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct WorkspaceRef {
-    pub id: Uuid,
-    pub account_id: Uuid,
-}
-
 /// Records a written version in one transaction: inserts its row and a +size ledger entry
 /// (idempotency key `artifact:<id>:put`); if the key had a live version, marks it deleted and
 /// appends its −size entry (`artifact:<old id>:delete`; ids are `art_…`), so an overwrite nets to the new size.

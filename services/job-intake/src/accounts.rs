@@ -153,6 +153,23 @@ pub struct ConversionResponse {
     pub workspaces: Vec<WorkspaceResponse>,
 }
 
+/// The workspace a request names by external id (`None` when it names none). Errors: 422
+/// UNKNOWN_WORKSPACE for a name the tenant does not have, 503 when the database is down.
+pub(crate) async fn named_workspace(
+    state: &AppState,
+    tenant: uuid::Uuid,
+    external_id: Option<&str>,
+) -> Result<Option<WorkspaceRow>, ApiError> {
+    let Some(external_id) = external_id else {
+        return Ok(None);
+    };
+    let mut conn = tollgate_storage::pool::get(&state.pool).await?;
+    accounts::find_workspace(&mut conn, tenant, external_id)
+        .await?
+        .map(Some)
+        .ok_or_else(|| ApiError::UnknownWorkspace(external_id.chars().take(200).collect()))
+}
+
 /// External ids and names: 1–200 bytes, no control characters.
 fn check_text(field: &str, value: &str) -> Result<(), ApiError> {
     if value.is_empty() || value.len() > 200 || value.chars().any(char::is_control) {

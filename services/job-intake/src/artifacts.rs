@@ -316,23 +316,8 @@ pub struct Upload {
 /// best effort. After the commit the replaced version's object is removed, best effort.
 pub async fn put_artifact(state: &AppState, upload: Upload) -> Result<ArtifactRow, ApiError> {
     let tenant_id = upload.tenant.as_uuid();
-    let workspace = match &upload.workspace {
-        Some(external_id) => {
-            let mut conn = tollgate_storage::pool::get(&state.pool).await?;
-            let found =
-                tollgate_storage::accounts::find_workspace(&mut conn, tenant_id, external_id)
-                    .await?
-                    .map(|w| rows::WorkspaceRef {
-                        id: w.id,
-                        account_id: w.account_id,
-                    })
-                    .ok_or_else(|| {
-                        ApiError::UnknownWorkspace(external_id.chars().take(200).collect())
-                    })?;
-            Some(found)
-        }
-        None => None,
-    };
+    let workspace =
+        crate::accounts::named_workspace(state, tenant_id, upload.workspace.as_deref()).await?;
 
     let store = &state.artifacts;
     let id = Uuid::now_v7();
@@ -370,8 +355,8 @@ pub async fn put_artifact(state: &AppState, upload: Upload) -> Result<ArtifactRo
         size_bytes,
         content_type: upload.content_type,
         sha256,
-        workspace_id: workspace.map(|w| w.id),
-        account_id: workspace.map(|w| w.account_id),
+        workspace_id: workspace.as_ref().map(|w| w.id),
+        account_id: workspace.as_ref().map(|w| w.account_id),
     };
     let recorded = match tollgate_storage::pool::get(&state.pool).await {
         Ok(mut conn) => rows::record_put(&mut conn, new).await,

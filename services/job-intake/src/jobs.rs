@@ -158,22 +158,10 @@ pub async fn submit_job(
             limit,
         });
     }
-    let workspace_id = match &submission.workspace {
-        Some(external_id) => {
-            let mut conn = tollgate_storage::pool::get(&state.pool).await?;
-            let found =
-                tollgate_storage::accounts::find_workspace(&mut conn, tenant_uuid, external_id)
-                    .await?;
-            Some(
-                found
-                    .ok_or_else(|| {
-                        ApiError::UnknownWorkspace(external_id.chars().take(200).collect())
-                    })?
-                    .id,
-            )
-        }
-        None => None,
-    };
+    let workspace_id =
+        crate::accounts::named_workspace(state, tenant_uuid, submission.workspace.as_deref())
+            .await?
+            .map(|w| w.id);
     let hash = request_hash(&submission.job_type, &submission.input);
     let key = submission
         .idempotency_key
