@@ -300,41 +300,52 @@ fn csv_text(value: &serde_json::Value) -> String {
     }
 }
 
-fn usage_csv(rows: &[UsageRow]) -> Result<Vec<u8>, ApiError> {
+/// Writes a header and rows as CSV (quoting per RFC 4180, by the `csv` crate).
+fn to_csv<const N: usize>(
+    header: [&str; N],
+    rows: impl Iterator<Item = [String; N]>,
+) -> Result<Vec<u8>, ApiError> {
     let mut w = csv::Writer::from_writer(Vec::new());
     let internal = |e: csv::Error| ApiError::Internal(e.into());
-    w.write_record([
-        "metric",
-        "aggregation",
-        "period_start",
-        "period_end",
-        "account_id",
-        "account",
-        "workspace_id",
-        "workspace",
-        "value",
-        "raw_value",
-        "entries",
-    ])
-    .map_err(internal)?;
-    for r in rows {
-        w.write_record([
-            r.metric.clone(),
-            r.aggregation.clone(),
-            r.period_start.to_rfc3339(),
-            r.period_end.to_rfc3339(),
-            r.account_id.clone().unwrap_or_default(),
-            r.account.clone().unwrap_or_default(),
-            r.workspace_id.clone().unwrap_or_default(),
-            r.workspace.clone().unwrap_or_default(),
-            csv_text(&r.value),
-            csv_text(&r.raw_value),
-            r.entries.to_string(),
-        ])
-        .map_err(internal)?;
+    w.write_record(header).map_err(internal)?;
+    for row in rows {
+        w.write_record(row).map_err(internal)?;
     }
     w.into_inner()
         .map_err(|e| ApiError::Internal(anyhow::anyhow!("csv: {e}")))
+}
+
+fn usage_csv(rows: &[UsageRow]) -> Result<Vec<u8>, ApiError> {
+    to_csv(
+        [
+            "metric",
+            "aggregation",
+            "period_start",
+            "period_end",
+            "account_id",
+            "account",
+            "workspace_id",
+            "workspace",
+            "value",
+            "raw_value",
+            "entries",
+        ],
+        rows.iter().map(|r| {
+            [
+                r.metric.clone(),
+                r.aggregation.clone(),
+                r.period_start.to_rfc3339(),
+                r.period_end.to_rfc3339(),
+                r.account_id.clone().unwrap_or_default(),
+                r.account.clone().unwrap_or_default(),
+                r.workspace_id.clone().unwrap_or_default(),
+                r.workspace.clone().unwrap_or_default(),
+                csv_text(&r.value),
+                csv_text(&r.raw_value),
+                r.entries.to_string(),
+            ]
+        }),
+    )
 }
 
 fn csv_response(
@@ -497,44 +508,40 @@ async fn entries(
 }
 
 fn entries_csv(rows: &[EntryResponse]) -> Result<Vec<u8>, ApiError> {
-    let mut w = csv::Writer::from_writer(Vec::new());
-    let internal = |e: csv::Error| ApiError::Internal(e.into());
-    w.write_record([
-        "id",
-        "occurred_at",
-        "recorded_at",
-        "metric",
-        "source",
-        "source_id",
-        "raw_units",
-        "weighted_units",
-        "cost",
-        "account_id",
-        "workspace_id",
-        "dimension",
-        "reverses_id",
-        "context",
-    ])
-    .map_err(internal)?;
-    for r in rows {
-        w.write_record([
-            r.id.to_string(),
-            r.occurred_at.to_rfc3339(),
-            r.recorded_at.to_rfc3339(),
-            r.metric.clone(),
-            r.source.clone(),
-            r.source_id.clone(),
-            r.raw_units.to_string(),
-            r.weighted_units.to_string(),
-            r.cost.to_string(),
-            r.account_id.clone().unwrap_or_default(),
-            r.workspace_id.clone().unwrap_or_default(),
-            r.dimension.clone().unwrap_or_default(),
-            r.reverses_id.map(|id| id.to_string()).unwrap_or_default(),
-            r.context.to_string(),
-        ])
-        .map_err(internal)?;
-    }
-    w.into_inner()
-        .map_err(|e| ApiError::Internal(anyhow::anyhow!("csv: {e}")))
+    to_csv(
+        [
+            "id",
+            "occurred_at",
+            "recorded_at",
+            "metric",
+            "source",
+            "source_id",
+            "raw_units",
+            "weighted_units",
+            "cost",
+            "account_id",
+            "workspace_id",
+            "dimension",
+            "reverses_id",
+            "context",
+        ],
+        rows.iter().map(|r| {
+            [
+                r.id.to_string(),
+                r.occurred_at.to_rfc3339(),
+                r.recorded_at.to_rfc3339(),
+                r.metric.clone(),
+                r.source.clone(),
+                r.source_id.clone(),
+                r.raw_units.to_string(),
+                r.weighted_units.to_string(),
+                r.cost.to_string(),
+                r.account_id.clone().unwrap_or_default(),
+                r.workspace_id.clone().unwrap_or_default(),
+                r.dimension.clone().unwrap_or_default(),
+                r.reverses_id.map(|id| id.to_string()).unwrap_or_default(),
+                r.context.to_string(),
+            ]
+        }),
+    )
 }
