@@ -24,7 +24,7 @@ impl TestApp {
     pub async fn get_json(&self, path_and_query: &str) -> (u16, Value) {
         self.get(
             &format!("{}{path_and_query}", self.gateway_url),
-            Some(&self.api_key.clone()),
+            Some(self.api_key.as_str()),
         )
         .await
     }
