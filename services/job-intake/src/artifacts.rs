@@ -8,39 +8,34 @@
 //! signed URLs: the store's own (S3/GCS) or, for a local directory, links to
 //! `GET /v1/downloads/{id}` signed with HMAC-SHA256, which the gateway forwards unauthenticated.
 
-use std::sync::Arc;
-use std::time::Duration;
-
 use actix_web::http::header::{
     self, Charset, ContentDisposition, DispositionParam, DispositionType, ExtendedValue,
 };
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
+use anyhow::Context as _;
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
-use hmac::{Hmac, Mac};
-use object_store::local::LocalFileSystem;
-use object_store::path::Path as ObjectPath;
-use object_store::signer::Signer;
-use object_store::{Attribute, Attributes, ObjectStore, ObjectStoreExt, PutOptions, PutPayload};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use tollgate_domain::{ArtifactId, TenantId};
+use tollgate_objects::{DownloadLink, Objects};
 use tollgate_storage::artifacts::{self as rows, ArtifactRow, NewArtifact};
 use uuid::Uuid;
 
-use crate::config::{ArtifactStoreKind, ArtifactsConfig};
+use crate::config::ArtifactsConfig;
 use crate::error::ApiError;
 use crate::jobs::tenant;
 use crate::AppState;
+
+/// The signature of a local download link (tests forge links with it).
+pub use tollgate_objects::sign_download;
 
 /// Longest artifact key, characters (the `artifacts.key` CHECK constraint).
 pub const MAX_KEY_CHARS: usize = 512;
 /// Longest stored `Content-Type`, bytes.
 const MAX_CONTENT_TYPE_BYTES: usize = 255;
 const DEFAULT_CONTENT_TYPE: &str = "application/octet-stream";
-
-type HmacSha256 = Hmac<Sha256>;
 
 /// Mounts the artifact and download routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -96,145 +91,34 @@ fn file_name(key: &str) -> &str {
 
 /// The artifact object store and how download links are made. Built once at start-up.
 pub struct ArtifactStore {
-    objects: Arc<dyn ObjectStore>,
-    /// The store's own URL signer (S3, GCS); `None` for a local directory.
-    signer: Option<Arc<dyn Signer>>,
-    /// The HMAC key of local download links.
-    signing_key: Vec<u8>,
-    url_ttl: Duration,
-    public_base_url: String,
+    objects: Objects,
     /// Largest artifact accepted, bytes.
     max_bytes: usize,
 }
 
 impl ArtifactStore {
-    /// Opens the store `config` names; artifacts are capped at `max_bytes` bytes. A local
-    /// directory is created if missing; S3 and GCS take credentials from the environment.
-    /// Errors: the directory cannot be created, or the bucket settings are unusable.
+    /// Opens the store `config` names (see [`Objects::open`]); artifacts are capped at
+    /// `max_bytes` bytes. Errors: the directory cannot be created, or the bucket settings are
+    /// unusable.
     pub fn from_config(config: &ArtifactsConfig, max_bytes: usize) -> anyhow::Result<Self> {
-        let (objects, signer): (Arc<dyn ObjectStore>, Option<Arc<dyn Signer>>) = match config.store
-        {
-            ArtifactStoreKind::Local => {
-                std::fs::create_dir_all(&config.root)
-                    .map_err(|err| anyhow::anyhow!("artifacts.root `{}`: {err}", config.root))?;
-                let local =
-                    LocalFileSystem::new_with_prefix(&config.root)?.with_automatic_cleanup(true);
-                (Arc::new(local), None)
-            }
-            ArtifactStoreKind::S3 => {
-                let s3 = Arc::new(
-                    object_store::aws::AmazonS3Builder::from_env()
-                        .with_bucket_name(&config.bucket)
-                        .build()?,
-                );
-                (s3.clone(), Some(s3))
-            }
-            ArtifactStoreKind::Gcs => {
-                let gcs = Arc::new(
-                    object_store::gcp::GoogleCloudStorageBuilder::from_env()
-                        .with_bucket_name(&config.bucket)
-                        .build()?,
-                );
-                (gcs.clone(), Some(gcs))
-            }
-        };
-        let signing_key = match config.signing_key.expose() {
-            "" => {
-                if signer.is_none() {
-                    tracing::warn!(
-                        "artifacts.signing_key is empty: using a random key; download links \
-                         will not survive a restart nor work on another replica"
-                    );
-                }
-                rand::random::<[u8; 32]>().to_vec()
-            }
-            key => key.as_bytes().to_vec(),
-        };
-        Ok(Self {
-            objects,
-            signer,
-            signing_key,
-            url_ttl: Duration::from_secs(config.url_ttl_secs),
-            public_base_url: config.public_base_url.trim_end_matches('/').to_owned(),
-            max_bytes,
-        })
+        let objects = Objects::open(config).context("artifacts")?;
+        Ok(Self { objects, max_bytes })
     }
 
     /// A fresh download link for `row`, valid for the configured TTL (seconds).
     async fn download_link(&self, row: &ArtifactRow) -> Result<DownloadLink, ApiError> {
-        let expires_at = Utc::now()
-            + chrono::Duration::from_std(self.url_ttl).map_err(|e| ApiError::Internal(e.into()))?;
-        let url = match &self.signer {
-            Some(signer) => signer
-                .signed_url(
-                    reqwest::Method::GET,
-                    &ObjectPath::from(row.object_path.as_str()),
-                    self.url_ttl,
-                )
-                .await
-                .map_err(ApiError::ArtifactStoreUnavailable)?
-                .to_string(),
-            None => {
-                let id = ArtifactId::from_uuid(row.id).to_string();
-                let expires = expires_at.timestamp();
-                let signature = sign_download(&self.signing_key, &id, expires);
-                format!(
-                    "{}/v1/downloads/{id}?expires={expires}&signature={signature}",
-                    self.public_base_url
-                )
-            }
-        };
-        Ok(DownloadLink { url, expires_at })
+        let id = ArtifactId::from_uuid(row.id).to_string();
+        self.objects
+            .download_link(&id, &row.object_path)
+            .await
+            .map_err(ApiError::ArtifactStoreUnavailable)
     }
 
     /// Removes an object no row references any more. Best effort: a failure is logged (the
     /// bytes are orphaned, not metered) and never reaches the client.
     async fn remove_object(&self, object_path: &str) {
-        match self.objects.delete(&ObjectPath::from(object_path)).await {
-            Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
-            Err(err) => {
-                tracing::error!(error = %err, object_path, "could not delete artifact object");
-            }
-        }
+        self.objects.remove(object_path).await;
     }
-}
-
-/// A signed download link and the instant it stops working.
-#[derive(Debug, Clone)]
-pub struct DownloadLink {
-    pub url: String,
-    pub expires_at: DateTime<Utc>,
-}
-
-fn download_mac(key: &[u8], id: &str, expires: i64) -> HmacSha256 {
-    let mut mac = HmacSha256::new_from_slice(key).expect("HMAC accepts keys of any length");
-    mac.update(format!("{id}.{expires}").as_bytes());
-    mac
-}
-
-/// The signature of a local download link: lowercase hex of HMAC-SHA256(`key`,
-/// `"<artifact id>.<expires>"`), `expires` in Unix seconds.
-pub fn sign_download(key: &[u8], id: &str, expires: i64) -> String {
-    hex::encode(download_mac(key, id, expires).finalize().into_bytes())
-}
-
-/// Checks a local download link at `now`: the signature first, compared in constant time
-/// (403 `DOWNLOAD_LINK_INVALID`), then the expiry (410 `DOWNLOAD_LINK_EXPIRED`).
-pub fn verify_download(
-    key: &[u8],
-    id: &str,
-    expires: i64,
-    signature_hex: &str,
-    now: DateTime<Utc>,
-) -> Result<(), ApiError> {
-    let signature = hex::decode(signature_hex).map_err(|_| ApiError::DownloadLinkInvalid)?;
-    download_mac(key, id, expires)
-        .verify_slice(&signature)
-        .map_err(|_| ApiError::DownloadLinkInvalid)?;
-    if now.timestamp() >= expires {
-        return Err(ApiError::DownloadLinkExpired);
-    }
-    Ok(())
 }
 
 /// `Content-Disposition: attachment` with the key's last segment as file name (RFC 6266;
@@ -324,25 +208,15 @@ pub async fn put_artifact(state: &AppState, upload: Upload) -> Result<ArtifactRo
     let object_path = format!("{tenant_id}/{id}");
     let sha256 = Sha256::digest(&upload.body).to_vec();
     let size_bytes = i64::try_from(upload.body.len()).map_err(|e| ApiError::Internal(e.into()))?;
-    let mut attributes = Attributes::new();
-    if store.signer.is_some() {
-        // Cloud stores hand these back on signed downloads; a local directory cannot keep them
-        // (the download handler sets them from the row instead).
-        attributes.insert(Attribute::ContentType, upload.content_type.clone().into());
-        attributes.insert(
-            Attribute::ContentDisposition,
-            content_disposition(upload.key.as_str()).to_string().into(),
-        );
-    }
+    // Cloud stores hand the type and disposition back on signed downloads; a local directory
+    // cannot keep them (the download handler sets them from the row instead).
     store
         .objects
-        .put_opts(
-            &ObjectPath::from(object_path.as_str()),
-            PutPayload::from_bytes(upload.body),
-            PutOptions {
-                attributes,
-                ..PutOptions::default()
-            },
+        .put(
+            &object_path,
+            upload.body,
+            &upload.content_type,
+            &content_disposition(upload.key.as_str()).to_string(),
         )
         .await
         .map_err(ApiError::ArtifactStoreUnavailable)?;
@@ -549,13 +423,9 @@ async fn download(
         .map_err(|_| ApiError::DownloadLinkInvalid)?
         .into_inner();
     let store = &state.artifacts;
-    verify_download(
-        &store.signing_key,
-        &path,
-        query.expires,
-        &query.signature,
-        Utc::now(),
-    )?;
+    store
+        .objects
+        .verify(&path, query.expires, &query.signature, Utc::now())?;
     // The signature covers the id text, so a validly signed id always parses.
     let id: ArtifactId = path.parse().map_err(|_| ApiError::DownloadLinkInvalid)?;
     let mut conn = tollgate_storage::pool::get(&state.pool).await?;
@@ -564,11 +434,7 @@ async fn download(
         .filter(|row| row.deleted_at.is_none())
         .ok_or(ApiError::ArtifactNotFound)?;
     drop(conn);
-    let object = match store
-        .objects
-        .get(&ObjectPath::from(row.object_path.as_str()))
-        .await
-    {
+    let object = match store.objects.get(&row.object_path).await {
         Ok(object) => object,
         // Deleted between the row read and now.
         Err(object_store::Error::NotFound { .. }) => return Err(ApiError::ArtifactNotFound),
@@ -628,10 +494,19 @@ mod tests {
 
     #[test]
     fn download_signatures_verify_only_unaltered_and_unexpired() {
+        use tollgate_objects::verify_download;
+
         let key = b"test-key";
+        let id = "art_0190a5c4e3c97d5a8b1f2e3d4c5b6a79";
+        // Links already handed out must keep verifying: lowercase hex of
+        // HMAC-SHA256(key, "<artifact id>.<expires>").
+        assert_eq!(
+            sign_download(key, id, 1_700_000_000),
+            "92cb61d9abee584ff553e7b917ff561d045c300f7cc36b594e45cde25e4a8420"
+        );
+
         let now = Utc::now();
         let expires = now.timestamp() + 60;
-        let id = "art_0190a5c4e3c97d5a8b1f2e3d4c5b6a79";
         let sig = sign_download(key, id, expires);
         assert!(verify_download(key, id, expires, &sig, now).is_ok());
 
@@ -654,13 +529,13 @@ mod tests {
         ];
         for (k, i, e, s, code) in cases {
             let err = verify_download(k, i, *e, s, now).expect_err("must be refused");
-            assert_eq!(err.code(), *code);
+            assert_eq!(ApiError::from(err).code(), *code);
         }
 
         let past = now.timestamp() - 1;
         let sig = sign_download(key, id, past);
         let err = verify_download(key, id, past, &sig, now).expect_err("expired");
-        assert_eq!(err.code(), "DOWNLOAD_LINK_EXPIRED");
+        assert_eq!(ApiError::from(err).code(), "DOWNLOAD_LINK_EXPIRED");
     }
 
     #[tokio::test]
@@ -671,7 +546,7 @@ mod tests {
         std::env::set_var("AWS_SECRET_ACCESS_KEY", "not-a-secret");
         std::env::set_var("AWS_REGION", "eu-west-1");
         let config = ArtifactsConfig {
-            store: ArtifactStoreKind::S3,
+            store: crate::config::ArtifactStoreKind::S3,
             root: String::new(),
             bucket: "tollgate-test".into(),
             signing_key: crate::config::SecretString::default(),
