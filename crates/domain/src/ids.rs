@@ -107,6 +107,22 @@ prefixed_id!(
     /// idempotency keys of storage entries.
     ArtifactId, "art_", "artifact"
 );
+prefixed_id!(
+    /// A subscription of one billing entity to a plan version.
+    SubscriptionId, "sub_", "subscription"
+);
+prefixed_id!(
+    /// An invoice (draft or final) of one billing entity.
+    InvoiceId, "inv_", "invoice"
+);
+prefixed_id!(
+    /// One immutable version of a plan in a tenant's catalog.
+    PlanVersionId, "planv_", "plan version"
+);
+prefixed_id!(
+    /// A credit note against a finalized invoice.
+    CreditNoteId, "cn_", "credit note"
+);
 
 #[cfg(test)]
 mod tests {

@@ -5,11 +5,16 @@
 //! takes a [`JobTypeName`] or an [`IdempotencyKey`] never checks it again.
 
 pub mod api_key;
+pub mod billing;
 pub mod envelope;
 pub mod ids;
 pub mod job;
 pub mod usage;
 
+pub use billing::BillingEvent;
 pub use envelope::{Envelope, JobCommand};
-pub use ids::{AccountId, ApiKeyId, ArtifactId, IdError, JobId, TenantId, WorkspaceId};
+pub use ids::{
+    AccountId, ApiKeyId, ArtifactId, CreditNoteId, IdError, InvoiceId, JobId, PlanVersionId,
+    SubscriptionId, TenantId, WorkspaceId,
+};
 pub use job::{request_hash, IdempotencyKey, JobStatus, JobTypeName, ParseError};

@@ -94,6 +94,10 @@ pub struct OutgoingMessage {
     pub payload: Vec<u8>,
     /// Per-message TTL in milliseconds (delay queues).
     pub expiration_ms: Option<u64>,
+    /// Must reach a queue: an unroutable message fails the publish ([`MessagingError::Unroutable`]).
+    /// True for commands (jobs, retries), whose loss would lose work; false for domain events
+    /// on the events exchange, which may have no subscriber yet.
+    pub mandatory: bool,
 }
 
 struct Live {
@@ -162,8 +166,9 @@ impl Broker {
         Ok(live.connection.create_channel().await?)
     }
 
-    /// Publishes every message (persistent, mandatory) and waits for the broker's confirms.
-    /// Succeeds only when every message was acked and routed; on any error some of them may
+    /// Publishes every message (persistent; mandatory when the message says so) and waits for
+    /// the broker's confirms. Succeeds only when every message was acked and every mandatory
+    /// one routed; on any error some of them may
     /// still have been delivered, so a caller that retries publishes duplicates, which
     /// Tollgate's consumers tolerate by design.
     pub async fn publish_batch(&self, messages: &[OutgoingMessage]) -> Result<(), MessagingError> {
@@ -191,7 +196,7 @@ impl Broker {
                     message.exchange.as_str().into(),
                     message.routing_key.as_str().into(),
                     BasicPublishOptions {
-                        mandatory: true,
+                        mandatory: message.mandatory,
                         ..Default::default()
                     },
                     &message.payload,

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! {p}.jobs (direct) --execute--> {p}.jobs.execute --(rejected)--> {p}.dlx (fanout) --> {p}.dead-letter
+//! {p}.events (topic) <--billing.*, usage.*-- (outbox relay)
 //! {p}.jobs.retry (direct) --retry.N--> {p}.jobs.retry.N  --(per-message TTL expires)--> {p}.jobs / execute
 //! ```
 //! Retries wait in a delay queue per attempt number, so messages in one queue have similar
@@ -54,6 +55,13 @@ impl Topology {
         format!("retry.{}", attempt.clamp(1, self.retry_tiers))
     }
 
+    /// The domain-events exchange (topic): billing and usage news, routed by event type
+    /// (`subscription.updated`, `invoice.finalized`, `payment.requested`,
+    /// `usage.threshold_reached`). Consumers (the webhook service) bind their own queues.
+    pub fn events_exchange(&self) -> String {
+        format!("{}.events", self.prefix)
+    }
+
     /// The dead-letter exchange (fanout) for messages a consumer rejects.
     pub fn dead_letter_exchange(&self) -> String {
         format!("{}.dlx", self.prefix)
@@ -88,6 +96,7 @@ impl Topology {
             (self.jobs_exchange(), ExchangeKind::Direct),
             (self.retry_exchange(), ExchangeKind::Direct),
             (self.dead_letter_exchange(), ExchangeKind::Fanout),
+            (self.events_exchange(), ExchangeKind::Topic),
         ] {
             channel
                 .exchange_declare(name.into(), kind, durable, FieldTable::default())

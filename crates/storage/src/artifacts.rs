@@ -240,3 +240,18 @@ fn storage_entry(row: &ArtifactRow, change: Change, now: DateTime<Utc>) -> NewLe
         reverses_id: None,
     }
 }
+
+/// Records a system document (an invoice PDF) as an artifact row, in the caller's
+/// transaction. Unlike [`record_put`] it writes no storage ledger entry: documents Tollgate
+/// produces for itself are not the tenant's metered usage. Errors:
+/// [`StorageError::UniqueViolation`] when the key already has a live version.
+pub async fn insert_document(
+    conn: &mut AsyncPgConnection,
+    new: &NewArtifact,
+) -> Result<(), StorageError> {
+    diesel::insert_into(artifacts::table)
+        .values(new)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

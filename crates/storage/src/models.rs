@@ -19,6 +19,12 @@ pub struct TenantRow {
     pub time_zone: String,
     /// Usage stamped before this instant belongs to finalized periods and is refused.
     pub usage_locked_before: Option<DateTime<Utc>>,
+    /// When true, job-intake refuses jobs and events for billing entities without a live
+    /// subscription (issue 4, "Entitlements at intake").
+    pub billing_enforced: bool,
+    /// Invoice numbers read `<prefix>-000001`.
+    pub invoice_prefix: String,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// An API key record; `key_hash` is SHA-256 of the full key text.
@@ -52,6 +58,8 @@ pub struct JobTypeRow {
     pub max_input_bytes: i32,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// The plan feature a subscriber needs to submit jobs of this type (403 otherwise).
+    pub required_feature: Option<String>,
 }
 
 /// A job.

@@ -57,3 +57,16 @@ pub async fn pending_count(conn: &mut AsyncPgConnection) -> Result<i64, StorageE
         .get_result(conn)
         .await?)
 }
+
+/// Appends a message to the outbox, in the caller's transaction; the relay publishes it after
+/// the commit (SPEC "Messaging": state change and message commit together).
+pub async fn enqueue(
+    conn: &mut AsyncPgConnection,
+    message: &crate::models::NewOutboxMessage,
+) -> Result<(), StorageError> {
+    diesel::insert_into(outbox::table)
+        .values(message)
+        .execute(conn)
+        .await?;
+    Ok(())
+}

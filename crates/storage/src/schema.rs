@@ -8,6 +8,9 @@ diesel::table! {
         created_at -> Timestamptz,
         time_zone -> Text,
         usage_locked_before -> Nullable<Timestamptz>,
+        billing_enforced -> Bool,
+        invoice_prefix -> Text,
+        updated_at -> Timestamptz,
     }
 }
 
@@ -35,6 +38,7 @@ diesel::table! {
         max_input_bytes -> Int4,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        required_feature -> Nullable<Text>,
     }
 }
 
@@ -171,6 +175,223 @@ diesel::table! {
     }
 }
 
+diesel::table! {
+    plans (tenant_id, code) {
+        tenant_id -> Uuid,
+        code -> Text,
+        current_version -> Int4,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    plan_versions (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        plan_code -> Text,
+        version -> Int4,
+        name -> Text,
+        billing_interval -> Text,
+        currency -> Text,
+        base_fee_minor -> Int8,
+        trial_days -> Int4,
+        features -> Array<Text>,
+        concurrency -> Nullable<Int4>,
+        requests_per_minute -> Nullable<Int4>,
+        downgrade_grace_days -> Int4,
+        definition -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    plan_quotas (plan_version_id, metric) {
+        plan_version_id -> Uuid,
+        metric -> Text,
+        quantity -> Int8,
+        soft_pct -> Int4,
+        hard_pct -> Nullable<Int4>,
+    }
+}
+
+diesel::table! {
+    plan_charges (plan_version_id, metric) {
+        plan_version_id -> Uuid,
+        metric -> Text,
+        position -> Int4,
+        description -> Text,
+        charge -> Jsonb,
+    }
+}
+
+diesel::table! {
+    coupons (tenant_id, code) {
+        tenant_id -> Uuid,
+        code -> Text,
+        definition -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    subscriptions (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        account_id -> Uuid,
+        plan_version_id -> Uuid,
+        status -> Text,
+        anchor_at -> Timestamptz,
+        current_period_start -> Timestamptz,
+        current_period_end -> Timestamptz,
+        period_index -> Int4,
+        trial_end -> Nullable<Timestamptz>,
+        cancel_at_period_end -> Bool,
+        canceled_at -> Nullable<Timestamptz>,
+        pending_plan_version_id -> Nullable<Uuid>,
+        grace_plan_version_id -> Nullable<Uuid>,
+        grace_until -> Nullable<Timestamptz>,
+        coupon_code -> Nullable<Text>,
+        coupon_first_period -> Nullable<Int4>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    subscription_changes (id) {
+        id -> Int8,
+        subscription_id -> Uuid,
+        kind -> Text,
+        from_plan_version_id -> Nullable<Uuid>,
+        to_plan_version_id -> Nullable<Uuid>,
+        from_status -> Nullable<Text>,
+        to_status -> Nullable<Text>,
+        effective_at -> Timestamptz,
+        period_start -> Nullable<Timestamptz>,
+        proration_credit_minor -> Nullable<Int8>,
+        proration_charge_minor -> Nullable<Int8>,
+        reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    quota_counters (subscription_id, metric, period_start) {
+        subscription_id -> Uuid,
+        metric -> Text,
+        period_start -> Timestamptz,
+        used -> Int8,
+        updated_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    quota_thresholds (subscription_id, metric, period_start, threshold_pct) {
+        subscription_id -> Uuid,
+        metric -> Text,
+        period_start -> Timestamptz,
+        threshold_pct -> Int4,
+        used -> Int8,
+        quantity -> Int8,
+        reached_at -> Timestamptz,
+        published_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    invoices (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        account_id -> Uuid,
+        subscription_id -> Nullable<Uuid>,
+        plan_version_id -> Nullable<Uuid>,
+        status -> Text,
+        currency -> Text,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        full_period_end -> Timestamptz,
+        period_index -> Int4,
+        grace_until -> Timestamptz,
+        number -> Nullable<Int8>,
+        number_text -> Nullable<Text>,
+        subtotal_minor -> Int8,
+        discount_minor -> Int8,
+        total_minor -> Int8,
+        pdf_artifact_id -> Nullable<Uuid>,
+        finalized_at -> Nullable<Timestamptz>,
+        paid_at -> Nullable<Timestamptz>,
+        voided_at -> Nullable<Timestamptz>,
+        void_reason -> Nullable<Text>,
+        created_at -> Timestamptz,
+        updated_at -> Timestamptz,
+    }
+}
+
+// `quantity` and `unit_price` are `numeric`; they are read and written with raw SQL as text
+// (see `invoices.rs`), so they are not listed here.
+diesel::table! {
+    invoice_lines (id) {
+        id -> Int8,
+        invoice_id -> Uuid,
+        position -> Int4,
+        kind -> Text,
+        description -> Text,
+        metric -> Nullable<Text>,
+        period_start -> Nullable<Timestamptz>,
+        period_end -> Nullable<Timestamptz>,
+        amount_minor -> Int8,
+        detail -> Jsonb,
+    }
+}
+
+diesel::table! {
+    invoice_sequences (tenant_id) {
+        tenant_id -> Uuid,
+        last_number -> Int8,
+    }
+}
+
+diesel::table! {
+    credit_notes (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        invoice_id -> Uuid,
+        amount_minor -> Int8,
+        reason -> Text,
+        created_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
+    reconciliation_runs (id) {
+        id -> Uuid,
+        tenant_id -> Uuid,
+        period_start -> Timestamptz,
+        period_end -> Timestamptz,
+        checked -> Int4,
+        discrepancies -> Int4,
+        started_at -> Timestamptz,
+        finished_at -> Nullable<Timestamptz>,
+    }
+}
+
+diesel::table! {
+    reconciliation_discrepancies (id) {
+        id -> Int8,
+        run_id -> Uuid,
+        tenant_id -> Uuid,
+        subscription_id -> Nullable<Uuid>,
+        invoice_id -> Nullable<Uuid>,
+        metric -> Nullable<Text>,
+        kind -> Text,
+        expected -> Nullable<Text>,
+        actual -> Nullable<Text>,
+        detail -> Jsonb,
+        created_at -> Timestamptz,
+    }
+}
+
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(job_attempts -> jobs (job_id));
 diesel::joinable!(workspace_owners -> workspaces (workspace_id));
@@ -186,5 +407,24 @@ diesel::allow_tables_to_appear_in_same_query!(
     accounts,
     workspaces,
     workspace_owners,
-    artifacts
+    artifacts,
+    plans,
+    plan_versions,
+    plan_quotas,
+    plan_charges,
+    coupons,
+    subscriptions,
+    subscription_changes,
+    quota_counters,
+    quota_thresholds,
+    invoices,
+    invoice_lines,
+    invoice_sequences,
+    credit_notes,
+    reconciliation_runs,
+    reconciliation_discrepancies
 );
+diesel::joinable!(plan_quotas -> plan_versions (plan_version_id));
+diesel::joinable!(plan_charges -> plan_versions (plan_version_id));
+diesel::joinable!(invoice_lines -> invoices (invoice_id));
+diesel::joinable!(subscriptions -> accounts (account_id));

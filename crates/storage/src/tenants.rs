@@ -23,6 +23,9 @@ pub async fn create_tenant(
         created_at: Utc::now(),
         time_zone: "UTC".to_owned(),
         usage_locked_before: None,
+        billing_enforced: false,
+        invoice_prefix: "INV".to_owned(),
+        updated_at: Utc::now(),
     };
     Ok(diesel::insert_into(tenants::table)
         .values(&row)
@@ -113,6 +116,7 @@ pub async fn upsert_job_type(
             job_types::max_attempts.eq(excluded(job_types::max_attempts)),
             job_types::weight.eq(excluded(job_types::weight)),
             job_types::max_input_bytes.eq(excluded(job_types::max_input_bytes)),
+            job_types::required_feature.eq(excluded(job_types::required_feature)),
             job_types::updated_at.eq(Utc::now()),
         ))
         .returning(JobTypeRow::as_returning())
