@@ -6,6 +6,14 @@ use tollgate_messaging::BrokerConfig;
 use tollgate_runtime::config::{self, ConfigError};
 use tollgate_storage::pool::DatabaseConfig;
 
+/// `[artifacts]`: where job artifacts are stored and how their download links are signed
+/// (SPEC "Jobs" → Results), in `tollgate_objects`' shape. The signing key comes from the
+/// environment only (`INTAKE__ARTIFACTS__SIGNING_KEY`); `tollgate_objects` says why every
+/// service that writes objects shares it.
+pub use tollgate_objects::{
+    ObjectsConfig as ArtifactsConfig, SecretString, StoreKind as ArtifactStoreKind,
+};
+
 /// Compiled-in defaults.
 pub const DEFAULTS: &str = r#"
 internal_token = ""
@@ -45,6 +53,12 @@ batch_size = 500
 poll_interval_ms = 250
 purge_after_secs = 86400
 
+[entitlements]
+refresh_ms = 200
+full_resync_secs = 60
+overlap_ms = 5000
+startup_wait_ms = 5000
+
 [artifacts]
 store = "local"
 root = ".tollgate/artifacts"
@@ -64,6 +78,7 @@ pub struct IntakeConfig {
     pub group_commit: GroupCommitConfig,
     pub events: EventsConfig,
     pub artifacts: ArtifactsConfig,
+    pub entitlements: EntitlementsConfig,
     /// When non-empty, requests must carry it in `x-tollgate-internal-token` (set by the
     /// gateway). A secret: from the environment only.
     pub internal_token: String,
@@ -86,6 +101,25 @@ pub struct EventsConfig {
     pub writers: usize,
     /// Most requests' batches written in one transaction.
     pub max_group: usize,
+}
+
+/// The in-memory entitlement projection that gates jobs and events without a database round
+/// trip per request (issue 4, "Entitlements at intake"; see `crate::entitlements`).
+#[derive(Debug, Clone, Deserialize)]
+pub struct EntitlementsConfig {
+    /// How often the projection reads what changed, milliseconds (10..=60000). A cancellation
+    /// or a quota crossing is enforced at most about this long after it commits.
+    pub refresh_ms: u64,
+    /// How often the whole projection is read again, seconds (at least 1): it repairs what a
+    /// change read can miss (a transaction open longer than `overlap_ms`) and drops what is
+    /// no longer needed.
+    pub full_resync_secs: u64,
+    /// How far back each change read starts before the previous read's database time,
+    /// milliseconds (0..=600000): rows are stamped before their transaction commits.
+    pub overlap_ms: u64,
+    /// How long start-up waits for the first load before serving anyway, milliseconds
+    /// (0..=60000). Until a load succeeds, gated requests get 503 ENTITLEMENTS_UNAVAILABLE.
+    pub startup_wait_ms: u64,
 }
 
 /// Where the HTTP server listens. Port 0 picks a free port (tests).
@@ -115,66 +149,6 @@ pub struct RelayConfig {
     pub poll_interval_ms: u64,
     /// Published rows older than this are deleted, seconds.
     pub purge_after_secs: i64,
-}
-
-/// Where job artifacts are stored and how their download links are signed (SPEC "Jobs" →
-/// Results: local disk by default, S3/GCS in production, short-lived signed URLs).
-#[derive(Debug, Clone, Deserialize)]
-pub struct ArtifactsConfig {
-    /// The object store: `local` (a directory), `s3` or `gcs`.
-    pub store: ArtifactStoreKind,
-    /// `local`: the directory, created at start-up if missing.
-    pub root: String,
-    /// `s3` / `gcs`: the bucket. Credentials and region come from the provider's standard
-    /// environment variables (`AWS_*`, `GOOGLE_*`).
-    pub bucket: String,
-    /// `local`: the HMAC-SHA256 key of download links. A secret: from the environment only
-    /// (`INTAKE__ARTIFACTS__SIGNING_KEY`). Empty: a random key per process, so links do not
-    /// survive a restart and are not valid on another replica.
-    pub signing_key: SecretString,
-    /// How long a download link stays valid, seconds (1..=604800, the GCS maximum).
-    pub url_ttl_secs: u64,
-    /// `local`: the public URL of the gateway, which signed links point at.
-    pub public_base_url: String,
-}
-
-/// The object store behind artifacts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum ArtifactStoreKind {
-    /// A local directory (`object_store::local::LocalFileSystem`).
-    Local,
-    /// Amazon S3 or an S3-compatible store.
-    S3,
-    /// Google Cloud Storage.
-    Gcs,
-}
-
-/// A secret string: deserializes like a string, never shows in `Debug` output or logs.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct SecretString(String);
-
-impl SecretString {
-    /// Wraps a secret (tests set keys this way).
-    pub fn new(secret: impl Into<String>) -> Self {
-        Self(secret.into())
-    }
-
-    /// The secret itself; do not log it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for SecretString {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() {
-            "\"\""
-        } else {
-            "[redacted]"
-        })
-    }
 }
 
 impl IntakeConfig {
@@ -228,34 +202,28 @@ impl IntakeConfig {
             "events.writers / events.max_group",
             "must be at least 1",
         )?;
-        let artifacts = &self.artifacts;
+        let entitlements = &self.entitlements;
         config::require(
-            (1..=604_800).contains(&artifacts.url_ttl_secs),
-            "artifacts.url_ttl_secs",
-            "must be between 1 and 604800",
+            (10..=60_000).contains(&entitlements.refresh_ms),
+            "entitlements.refresh_ms",
+            "must be between 10 and 60000",
         )?;
-        match artifacts.store {
-            ArtifactStoreKind::Local => {
-                config::require(
-                    !artifacts.root.trim().is_empty(),
-                    "artifacts.root",
-                    "must name a directory when artifacts.store is local",
-                )?;
-                config::require(
-                    url::Url::parse(&artifacts.public_base_url)
-                        .is_ok_and(|u| matches!(u.scheme(), "http" | "https")),
-                    "artifacts.public_base_url",
-                    "must be an http(s) URL",
-                )?;
-            }
-            ArtifactStoreKind::S3 | ArtifactStoreKind::Gcs => {
-                config::require(
-                    !artifacts.bucket.trim().is_empty(),
-                    "artifacts.bucket",
-                    "must name a bucket when artifacts.store is s3 or gcs",
-                )?;
-            }
-        }
+        config::require(
+            entitlements.full_resync_secs >= 1,
+            "entitlements.full_resync_secs",
+            "must be at least 1",
+        )?;
+        config::require(
+            entitlements.overlap_ms <= 600_000,
+            "entitlements.overlap_ms",
+            "must be at most 600000",
+        )?;
+        config::require(
+            entitlements.startup_wait_ms <= 60_000,
+            "entitlements.startup_wait_ms",
+            "must be at most 60000",
+        )?;
+        self.artifacts.validate("artifacts").map_err(ConfigError)?;
         Ok(())
     }
 

@@ -1,11 +1,15 @@
 //! job-intake's API errors: each variant has a stable code, a status and a message.
 
+use actix_web::http::header::{HeaderValue, RETRY_AFTER};
 use actix_web::http::StatusCode;
 use actix_web::{HttpResponse, ResponseError};
+use tollgate_objects::LinkError;
 use tollgate_runtime::http::error_response;
 use tollgate_storage::StorageError;
 
-/// Errors a client of `/v1/jobs`, `/v1/artifacts` and `/v1/downloads` can get.
+use crate::entitlements::GateRefusal;
+
+/// Errors a client of `/v1/jobs`, `/v1/events`, `/v1/artifacts` and `/v1/downloads` can get.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
     #[error("missing or invalid tenant identity")]
@@ -50,6 +54,12 @@ pub enum ApiError {
     InvalidTimeZone(String),
     #[error("{0}")]
     Account(AccountError),
+    /// Refused by the entitlement gate (issue 4, "Entitlements at intake"):
+    /// BILLING_ENTITY_REQUIRED 422, SUBSCRIPTION_REQUIRED 402, SUBSCRIPTION_SUSPENDED 402,
+    /// FEATURE_NOT_IN_PLAN 403, QUOTA_EXCEEDED 402 (details `{metric, usage, requested,
+    /// limit, period_end}`), ENTITLEMENTS_UNAVAILABLE 503 (with `Retry-After: 1`).
+    #[error("{0}")]
+    Entitlement(GateRefusal),
     #[error("service temporarily unavailable")]
     Unavailable(#[source] StorageError),
     #[error("internal error")]
@@ -65,6 +75,7 @@ impl ApiError {
             Self::UnknownMetric(_) => "UNKNOWN_METRIC",
             Self::InvalidTimeZone(_) => "INVALID_TIME_ZONE",
             Self::Account(err) => err.code(),
+            Self::Entitlement(refusal) => refusal.code(),
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::MalformedJson(_) => "MALFORMED_JSON",
             Self::Invalid(_) => "INVALID_REQUEST",
@@ -91,6 +102,16 @@ impl From<StorageError> for ApiError {
             StorageError::NotFound => Self::NotFound,
             StorageError::Unavailable(_) => Self::Unavailable(err),
             other => Self::Internal(other.into()),
+        }
+    }
+}
+
+/// A refused download link: 403 `DOWNLOAD_LINK_INVALID` or 410 `DOWNLOAD_LINK_EXPIRED`.
+impl From<LinkError> for ApiError {
+    fn from(err: LinkError) -> Self {
+        match err {
+            LinkError::Invalid => Self::DownloadLinkInvalid,
+            LinkError::Expired => Self::DownloadLinkExpired,
         }
     }
 }
@@ -127,6 +148,7 @@ impl ResponseError for ApiError {
             }
             Self::BatchTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::Account(err) => err.status(),
+            Self::Entitlement(refusal) => refusal_status(refusal),
             Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -142,6 +164,7 @@ impl ResponseError for ApiError {
             Self::BatchTooLarge { count, limit } => {
                 Some(serde_json::json!({ "count": count, "limit": limit }))
             }
+            Self::Entitlement(refusal) => refusal.details(),
             _ => None,
         };
         if matches!(
@@ -151,7 +174,34 @@ impl ResponseError for ApiError {
             // The cause chain goes to the log (with the request span); the body says nothing internal.
             tracing::error!(error = ?self, "request failed");
         }
-        error_response(self.status_code(), self.code(), &self.to_string(), details)
+        let mut response =
+            error_response(self.status_code(), self.code(), &self.to_string(), details);
+        if matches!(self, Self::Entitlement(GateRefusal::Unavailable)) {
+            response
+                .headers_mut()
+                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        response
+    }
+}
+
+/// The HTTP status of an entitlement refusal: 402 Payment Required for what a subscription
+/// or payment fixes, 403 for a feature the plan lacks, 422 for a request that names no
+/// billing entity, 503 before the projection is loaded (SPEC "Jobs").
+pub fn refusal_status(refusal: &GateRefusal) -> StatusCode {
+    match refusal {
+        GateRefusal::EntityRequired => StatusCode::UNPROCESSABLE_ENTITY,
+        GateRefusal::SubscriptionRequired
+        | GateRefusal::SubscriptionSuspended
+        | GateRefusal::QuotaExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
+        GateRefusal::FeatureNotInPlan { .. } => StatusCode::FORBIDDEN,
+        GateRefusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+impl From<GateRefusal> for ApiError {
+    fn from(refusal: GateRefusal) -> Self {
+        Self::Entitlement(refusal)
     }
 }
 

@@ -9,8 +9,19 @@
 //! * `POST /v1/events/batch` `{events: [...]}` (at most `events.max_batch`): 200 with
 //!   counts and one result per event, in order: `accepted`, `duplicate`, or `rejected` with
 //!   `{code, message}`.
-//! * 503 when the database is unavailable: nothing of the request was written; retry it
-//!   whole (accepted events then come back as duplicates).
+//! * 503 when the database is unavailable, or the entitlement projection is not loaded yet
+//!   (ENTITLEMENTS_UNAVAILABLE): nothing of the request was written; retry it whole
+//!   (accepted events then come back as duplicates).
+//!
+//! Entitlements (issue 4, "Entitlements at intake"): for a tenant that enforces billing each
+//! event passes the gate of `crate::entitlements` after it is measured, from memory. A refused
+//! event gets the gate's code like any other rejection (BILLING_ENTITY_REQUIRED,
+//! SUBSCRIPTION_REQUIRED, SUBSCRIPTION_SUSPENDED, QUOTA_EXCEEDED with `details`); the other
+//! events of a batch are still written. The single endpoint answers a refusal with its HTTP
+//! status (402, 422) and an accepted event past a soft limit with a
+//! `tollgate-quota-warning` header; batch results carry the same text in `quota_warnings`.
+//! A refused event that the ledger already holds (a retry of an accepted one) is answered
+//! `duplicate`.
 
 use std::collections::HashSet;
 
@@ -22,6 +33,7 @@ use tollgate_domain::usage::{EventLimits, EventRejection, UsageEvent};
 use tollgate_domain::TenantId;
 use tollgate_storage::events::{EventWrite, PendingEvent};
 
+use crate::entitlements::{Gate, GateRefusal, QUOTA_WARNING_HEADER};
 use crate::error::{parse_json, ApiError};
 use crate::jobs::tenant;
 use crate::AppState;
@@ -51,6 +63,50 @@ pub struct EventResult {
     pub status: EventStatus,
     #[serde(skip_serializing_if = "Option::is_none", default)]
     pub error: Option<EventRejection>,
+    /// Facts about an entitlement refusal (QUOTA_EXCEEDED: `{metric, usage, requested,
+    /// limit, period_end}`).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub details: Option<serde_json::Value>,
+    /// Soft quota limits an accepted event passed: `<metric> soft limit exceeded
+    /// (<used>/<limit>)`.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub quota_warnings: Vec<String>,
+    /// The gate's refusal, kept for the single endpoint's HTTP status.
+    #[serde(skip)]
+    pub(crate) refusal: Option<GateRefusal>,
+}
+
+impl EventResult {
+    fn new(index: usize, id: Option<String>, status: EventStatus) -> Self {
+        Self {
+            index,
+            id,
+            status,
+            error: None,
+            details: None,
+            quota_warnings: Vec::new(),
+            refusal: None,
+        }
+    }
+
+    fn rejected(index: usize, id: Option<String>, rejection: EventRejection) -> Self {
+        Self {
+            error: Some(rejection),
+            ..Self::new(index, id, EventStatus::Rejected)
+        }
+    }
+
+    fn refused(index: usize, id: Option<String>, refusal: GateRefusal) -> Self {
+        Self {
+            details: refusal.details(),
+            refusal: Some(refusal.clone()),
+            ..Self::rejected(
+                index,
+                id,
+                EventRejection::new(refusal.code(), refusal.to_string()),
+            )
+        }
+    }
 }
 
 /// `POST /v1/events/batch` answer.
@@ -68,8 +124,9 @@ struct BatchRequest {
     events: Vec<serde_json::Value>,
 }
 
-/// Validates, measures and writes `events` for `tenant`; one result per event, in order.
-/// Errors: database unavailable (503; nothing written).
+/// Validates, measures, gates and writes `events` for `tenant`; one result per event, in
+/// order. Errors: database unavailable or entitlements not loaded yet (503; nothing
+/// written).
 pub async fn ingest(
     state: &AppState,
     tenant: TenantId,
@@ -83,46 +140,67 @@ pub async fn ingest(
     let mut results: Vec<EventResult> = Vec::with_capacity(events.len());
     let mut pending: Vec<PendingEvent> = Vec::with_capacity(events.len());
     let mut pending_index: Vec<usize> = Vec::with_capacity(events.len());
+    let mut gates: Vec<Gate> = Vec::with_capacity(events.len());
+    let mut refused: Vec<(usize, String)> = Vec::new();
     let mut seen: HashSet<String> = HashSet::with_capacity(events.len());
     for (index, raw) in events.iter().enumerate() {
         let id = raw.get("id").and_then(|v| v.as_str()).map(str::to_owned);
-        let measured = measure(state, tenant, raw, now, &limits).await?;
-        let status = match measured {
-            Err(rejection) => EventResult {
-                index,
-                id,
-                status: EventStatus::Rejected,
-                error: Some(rejection),
-            },
-            Ok(event) if !seen.insert(event.event_id.clone()) => EventResult {
-                index,
-                id,
-                status: EventStatus::Duplicate,
-                error: None,
-            },
-            Ok(event) => {
-                pending.push(event);
-                pending_index.push(index);
-                EventResult {
-                    index,
-                    id,
-                    status: EventStatus::Accepted,
-                    error: None,
-                }
+        let event = match measure(state, tenant, raw, now, &limits).await? {
+            Ok(event) => event,
+            Err(rejection) => {
+                results.push(EventResult::rejected(index, id, rejection));
+                continue;
             }
         };
-        results.push(status);
+        // Gated before the in-batch dedupe, so a refused first copy does not turn the next
+        // one into a "duplicate" of nothing.
+        let gate = match state.entitlements.check_event(
+            tenant.as_uuid(),
+            &event.subject,
+            &event.metric,
+            event.weighted_units,
+            event.occurred_at,
+        ) {
+            Ok(gate) => gate,
+            // Not a verdict on this event: the whole request is retried, like a database
+            // outage (nothing written; the gates taken so far are released on return).
+            Err(GateRefusal::Unavailable) => {
+                return Err(ApiError::Entitlement(GateRefusal::Unavailable))
+            }
+            Err(refusal) => {
+                refused.push((index, event.event_id));
+                results.push(EventResult::refused(index, id, refusal));
+                continue;
+            }
+        };
+        if !seen.insert(event.event_id.clone()) {
+            results.push(EventResult::new(index, id, EventStatus::Duplicate));
+            continue;
+        }
+        let mut result = EventResult::new(index, id, EventStatus::Accepted);
+        result.quota_warnings = gate.warnings().iter().map(ToString::to_string).collect();
+        results.push(result);
+        pending.push(event);
+        pending_index.push(index);
+        gates.push(gate);
     }
+    answer_repeats(state, tenant, &refused, &mut results).await;
     if !pending.is_empty() {
         let writes = state.event_writes.submit(pending).await?;
-        for (index, write) in pending_index.into_iter().zip(writes) {
+        for ((index, write), gate) in pending_index.into_iter().zip(writes).zip(gates) {
             let result = &mut results[index];
             match write {
-                EventWrite::Accepted => {}
-                EventWrite::Duplicate => result.status = EventStatus::Duplicate,
+                EventWrite::Accepted => {
+                    let _ = gate.commit();
+                }
+                EventWrite::Duplicate => {
+                    result.status = EventStatus::Duplicate;
+                    result.quota_warnings.clear();
+                }
                 EventWrite::Refused(rejection) => {
                     result.status = EventStatus::Rejected;
                     result.error = Some(rejection);
+                    result.quota_warnings.clear();
                 }
             }
         }
@@ -136,6 +214,39 @@ pub async fn ingest(
         state.events_ingested.with_label_values(&[outcome]).inc();
     }
     Ok(results)
+}
+
+/// Events the gate refused that the ledger already holds were accepted before: they are
+/// duplicates, not refusals. One query, only when the gate refused something; if it fails
+/// the refusals stand.
+async fn answer_repeats(
+    state: &AppState,
+    tenant: TenantId,
+    refused: &[(usize, String)],
+    results: &mut [EventResult],
+) {
+    if refused.is_empty() {
+        return;
+    }
+    let ids: Vec<String> = refused.iter().map(|(_, id)| id.clone()).collect();
+    let recorded = async {
+        let mut conn = tollgate_storage::pool::get(&state.pool).await?;
+        tollgate_storage::entitlements::recorded_event_ids(&mut conn, tenant.as_uuid(), &ids).await
+    }
+    .await;
+    let recorded: HashSet<String> = match recorded {
+        Ok(found) => found.into_iter().collect(),
+        Err(error) => {
+            tracing::warn!(%error, "could not look up refused events in the ledger");
+            return;
+        }
+    };
+    for (index, id) in refused {
+        if recorded.contains(id) {
+            let result = &mut results[*index];
+            *result = EventResult::new(result.index, result.id.take(), EventStatus::Duplicate);
+        }
+    }
 }
 
 /// Parses and measures one event against the tenant's metric catalog. The outer error is
@@ -195,12 +306,19 @@ async fn ingest_one(
         .pop()
         .ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no result for the event")))?;
     match result.status {
-        EventStatus::Rejected => {
-            Err(ApiError::Event(result.error.unwrap_or_else(|| {
+        EventStatus::Rejected => match result.refusal {
+            Some(refusal) => Err(ApiError::Entitlement(refusal)),
+            None => Err(ApiError::Event(result.error.unwrap_or_else(|| {
                 EventRejection::new("INVALID_EVENT", "the event was rejected")
-            })))
+            }))),
+        },
+        EventStatus::Accepted => {
+            let mut response = HttpResponse::build(StatusCode::ACCEPTED);
+            for warning in &result.quota_warnings {
+                response.append_header((QUOTA_WARNING_HEADER, warning.as_str()));
+            }
+            Ok(response.json(result))
         }
-        EventStatus::Accepted => Ok(HttpResponse::build(StatusCode::ACCEPTED).json(result)),
         EventStatus::Duplicate => Ok(HttpResponse::Ok().json(result)),
     }
 }

@@ -1,9 +1,13 @@
 //! `/v1/jobs`: submit, read, list. Handlers parse, call the core function, map the result.
+//! Submissions of tenants that enforce billing pass the entitlement gate first
+//! (`crate::entitlements`); a submission past a soft quota limit is accepted with a
+//! `tollgate-quota-warning: <metric> soft limit exceeded (<used>/<limit>)` header.
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use subtle::ConstantTimeEq;
 use tollgate_domain::{
     request_hash, Envelope, IdempotencyKey, JobCommand, JobId, JobStatus, JobTypeName, TenantId,
 };
@@ -13,6 +17,7 @@ use tollgate_storage::jobs::{InsertOutcome, JobFilter};
 use tollgate_storage::models::{JobRow, NewJob, NewOutboxMessage};
 use uuid::Uuid;
 
+use crate::entitlements::{GateRefusal, QuotaWarning, QUOTA_WARNING_HEADER};
 use crate::error::ApiError;
 use crate::AppState;
 
@@ -33,7 +38,8 @@ pub struct SubmitJobRequest {
     /// Any JSON value; its serialized size is capped per type.
     pub input: serde_json::Value,
     /// The workspace (external id) the job is for: its ledger entry is billed to the
-    /// workspace's owner at completion. Not part of the idempotency hash.
+    /// workspace's owner at completion. Not part of the idempotency hash. Required when the
+    /// tenant enforces billing (422 BILLING_ENTITY_REQUIRED otherwise).
     #[serde(default)]
     pub workspace: Option<String>,
 }
@@ -103,7 +109,8 @@ pub(crate) fn tenant(req: &HttpRequest, state: &AppState) -> Result<TenantId, Ap
             .get(INTERNAL_TOKEN_HEADER)
             .map(|v| v.as_bytes());
         let expected = state.internal_token.as_bytes();
-        let ok = presented.is_some_and(|p| subtle_eq(p, expected));
+        // Constant time (the length is not secret).
+        let ok = presented.is_some_and(|p| bool::from(p.ct_eq(expected)));
         if !ok {
             return Err(ApiError::Unauthenticated);
         }
@@ -118,11 +125,6 @@ pub(crate) fn tenant(req: &HttpRequest, state: &AppState) -> Result<TenantId, Ap
     Ok(tenant)
 }
 
-/// Constant-time byte comparison (length is not secret).
-fn subtle_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
 /// What the core submission function was asked to do.
 pub struct Submission {
     pub tenant: TenantId,
@@ -131,19 +133,30 @@ pub struct Submission {
     /// Serialized input size, bytes.
     pub input_size: usize,
     pub idempotency_key: Option<IdempotencyKey>,
-    /// Workspace external id; unknown → 422 UNKNOWN_WORKSPACE.
+    /// Workspace external id; unknown → 422 UNKNOWN_WORKSPACE. Its current owner is the
+    /// billing entity the entitlement gate checks.
     pub workspace: Option<String>,
 }
 
-/// Accepts a job: checks the catalog and the size cap, then inserts the job and its execute
-/// message in one transaction. Returns the job and whether it is new (false: the same request
-/// was already accepted under this idempotency key).
-/// Errors: unknown type (422), input over the type's cap (413), the key reused with another
-/// request (409), database unavailable (503).
-pub async fn submit_job(
-    state: &AppState,
-    submission: Submission,
-) -> Result<(JobRow, bool), ApiError> {
+/// A job accepted by [`submit_job`].
+#[derive(Debug)]
+pub struct AcceptedJob {
+    pub job: JobRow,
+    /// False: the same request was already accepted under this idempotency key (this is
+    /// that job).
+    pub created: bool,
+    /// Soft quota limits the submission passes (`tollgate-quota-warning` headers).
+    pub warnings: Vec<QuotaWarning>,
+}
+
+/// Accepts a job: checks the catalog and the size cap, resolves the workspace, passes the
+/// entitlement gate (issue 4, "Entitlements at intake": from memory, no database round trip),
+/// then inserts the job and its execute message in one transaction.
+/// Errors: unknown type (422), input over the type's cap (413), unknown workspace (422), an
+/// entitlement refusal (402/403/422, nothing written; a repeat of an already accepted job
+/// gets that job instead), the key reused with another request (409), database unavailable
+/// (503).
+pub async fn submit_job(state: &AppState, submission: Submission) -> Result<AcceptedJob, ApiError> {
     let tenant_uuid = submission.tenant.as_uuid();
     let job_type = state
         .catalog
@@ -158,14 +171,23 @@ pub async fn submit_job(
             limit,
         });
     }
-    let workspace_id =
+    let workspace =
         crate::accounts::named_workspace(state, tenant_uuid, submission.workspace.as_deref())
-            .await?
-            .map(|w| w.id);
+            .await?;
+    let gate = state.entitlements.check_job(
+        tenant_uuid,
+        workspace.as_ref().map(|w| w.account_id),
+        &job_type.name,
+        job_type.required_feature.as_deref(),
+    );
     let hash = request_hash(&submission.job_type, &submission.input);
     let key = submission
         .idempotency_key
         .unwrap_or_else(|| IdempotencyKey::from_request_hash(&hash));
+    let gate = match gate {
+        Ok(gate) => gate,
+        Err(refusal) => return repeat_or_refuse(state, tenant_uuid, &key, &hash, refusal).await,
+    };
 
     let job_id = JobId::new();
     let envelope = Envelope::job_command(
@@ -188,17 +210,61 @@ pub async fn submit_job(
         input: submission.input,
         status: JobStatus::Queued.as_str().to_owned(),
         max_attempts: job_type.max_attempts,
-        workspace_id,
+        workspace_id: workspace.map(|w| w.id),
     };
-    match state.inserts.submit((job, message)).await? {
+    let (job, created) = match state.inserts.submit((job, message)).await? {
         InsertOutcome::Created(row) => {
             state.relay_wake.notify_one();
-            Ok((row, true))
+            (row, true)
         }
-        InsertOutcome::Existing(row) if row.request_hash == hash => Ok((row, false)),
-        InsertOutcome::Existing(row) => Err(ApiError::IdempotencyConflict {
+        InsertOutcome::Existing(row) if row.request_hash == hash => (row, false),
+        InsertOutcome::Existing(row) => {
+            return Err(ApiError::IdempotencyConflict {
+                job_id: JobId::from_uuid(row.id).to_string(),
+            })
+        }
+    };
+    Ok(AcceptedJob {
+        job,
+        created,
+        warnings: gate.commit(),
+    })
+}
+
+/// The answer to a submission the gate refused: the job already accepted under the same
+/// idempotency key if there is one (a repeat gets its first answer, SPEC "Jobs"), else the
+/// refusal. The lookup is the only database read of the refusal path; when it fails the
+/// refusal stands.
+async fn repeat_or_refuse(
+    state: &AppState,
+    tenant: Uuid,
+    key: &IdempotencyKey,
+    hash: &[u8],
+    refusal: GateRefusal,
+) -> Result<AcceptedJob, ApiError> {
+    if refusal == GateRefusal::Unavailable {
+        return Err(refusal.into());
+    }
+    let existing = async {
+        let mut conn = tollgate_storage::pool::get(&state.pool).await?;
+        tollgate_storage::entitlements::job_by_idempotency_key(&mut conn, tenant, key.as_str())
+            .await
+    }
+    .await;
+    match existing {
+        Ok(Some(row)) if row.request_hash == hash => Ok(AcceptedJob {
+            job: row,
+            created: false,
+            warnings: Vec::new(),
+        }),
+        Ok(Some(row)) => Err(ApiError::IdempotencyConflict {
             job_id: JobId::from_uuid(row.id).to_string(),
         }),
+        Ok(None) => Err(refusal.into()),
+        Err(error) => {
+            tracing::warn!(%error, "could not look for an earlier job under the idempotency key");
+            Err(refusal.into())
+        }
     }
 }
 
@@ -241,18 +307,22 @@ async fn submit(
     )
     .await;
     let outcome = match &result {
-        Ok((_, true)) => "created",
-        Ok((_, false)) => "repeat",
+        Ok(accepted) if accepted.created => "created",
+        Ok(_) => "repeat",
         Err(_) => "rejected",
     };
     state.submitted.with_label_values(&[outcome]).inc();
-    let (row, created) = result?;
-    let status = if created {
+    let accepted = result?;
+    let status = if accepted.created {
         StatusCode::ACCEPTED
     } else {
         StatusCode::OK
     };
-    Ok(HttpResponse::build(status).json(JobResponse::from_row(row, false)))
+    let mut response = HttpResponse::build(status);
+    for warning in &accepted.warnings {
+        response.append_header((QUOTA_WARNING_HEADER, warning.to_string()));
+    }
+    Ok(response.json(JobResponse::from_row(accepted.job, false)))
 }
 
 async fn get(

@@ -2,12 +2,16 @@
 //! idempotency, transactional outbox), serves job reads, and relays the outbox to RabbitMQ
 //! with publisher confirms (SPEC "Jobs", "Messaging").
 //!
+//! Jobs and events of tenants that enforce billing are gated by an in-memory entitlement
+//! projection (issue 4, "Entitlements at intake"; see [`entitlements`]).
+//!
 //! It is internal: the gateway authenticates callers and forwards the tenant in
 //! `x-tollgate-tenant`.
 
 pub mod accounts;
 pub mod artifacts;
 pub mod config;
+pub mod entitlements;
 pub mod error;
 pub mod events;
 pub mod jobs;
@@ -50,6 +54,8 @@ pub struct AppState {
     pub event_writes: GroupCommit<tollgate_storage::events::EventInserter>,
     pub events: config::EventsConfig,
     pub events_ingested: IntCounterVec,
+    /// The entitlement projection every job and event is checked against.
+    pub entitlements: Arc<entitlements::Entitlements>,
 }
 
 /// A running job-intake: its address and how to stop it.
@@ -72,9 +78,11 @@ impl RunningIntake {
     }
 }
 
-/// Starts job-intake: pool, broker supervisor, outbox relay and the HTTP server.
-/// Errors: the port cannot be bound or the configuration is unusable. A database or broker
-/// that is down is not an error: the service starts, reports not ready and reconnects.
+/// Starts job-intake: pool, broker supervisor, outbox relay, the entitlement projection and
+/// its refresh task, and the HTTP server. Waits up to `entitlements.startup_wait_ms` for the
+/// first entitlement load. Errors: the port cannot be bound or the configuration is
+/// unusable. A database or broker that is down is not an error: the service starts, reports
+/// not ready and reconnects (gated requests get 503 until the first load).
 pub async fn start(
     config: IntakeConfig,
     cancel: CancellationToken,
@@ -127,8 +135,25 @@ pub async fn start(
         &["outcome"],
     )?;
     registry.register(Box::new(events_ingested.clone()))?;
+    let entitlements = entitlements::Entitlements::new(&config.entitlements, &registry)?;
+    let first_load = tokio::time::timeout(
+        Duration::from_millis(config.entitlements.startup_wait_ms),
+        entitlements.refresh(&pool, true),
+    )
+    .await;
+    match first_load {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "entitlements not loaded at start-up; gated requests get 503 until they are")
+        }
+        Err(_) => tracing::warn!(
+            "entitlements not loaded within entitlements.startup_wait_ms; gated requests get 503 until they are"
+        ),
+    }
     let artifact_store =
         artifacts::ArtifactStore::from_config(&config.artifacts, config.max_body_bytes)?;
+    let refresh_pool = pool.clone();
+    let entitlements_for_refresh = Arc::clone(&entitlements);
     let state = web::Data::new(AppState {
         pool: pool.clone(),
         inserts,
@@ -146,6 +171,7 @@ pub async fn start(
         event_writes,
         events: config.events.clone(),
         events_ingested,
+        entitlements,
     });
     let ops = Ops::new(
         Readiness {
@@ -177,12 +203,14 @@ pub async fn start(
     .listen(listener)?
     .run();
     let handle = tollgate_runtime::http::spawn_server("job-intake", server);
+    let entitlements_task =
+        entitlements_for_refresh.spawn_refresh(refresh_pool, cancel.child_token());
     tracing::info!(%addr, "job-intake listening");
     Ok(RunningIntake {
         addr,
         broker,
         server: handle,
-        tasks: vec![relay_task],
+        tasks: vec![relay_task, entitlements_task],
         cancel,
     })
 }

@@ -80,6 +80,8 @@ impl Relay {
         let mut conn = tollgate_storage::pool::get(&self.pool).await?;
         let limit = self.config.batch_size;
         let broker = &self.broker;
+        // Domain events may have no subscriber yet; commands must reach their queue.
+        let events_exchange = broker.topology().events_exchange();
         let n = conn
             .transaction(async |conn| {
                 let rows = outbox::claim_batch(conn, limit).await?;
@@ -94,6 +96,7 @@ impl Relay {
                         routing_key: row.routing_key.clone(),
                         payload: row.payload.clone(),
                         expiration_ms: None,
+                        mandatory: row.exchange != events_exchange,
                     })
                     .collect();
                 broker.publish_batch(&messages).await?;
