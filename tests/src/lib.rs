@@ -62,6 +62,8 @@ pub struct TestApp {
     pub amqp_prefix: String,
     pub gateway_url: String,
     pub intake_url: String,
+    /// The billing service (its scheduler is off: tests drive billing runs with a clock).
+    pub billing_url: String,
     pub worker_url: Option<String>,
     pub tenant: TenantId,
     pub tenant_name: String,
@@ -75,6 +77,7 @@ pub struct TestApp {
     worker: Option<tollgate_worker::RunningWorker>,
     intake: Option<tollgate_job_intake::RunningIntake>,
     gateway: Option<tollgate_gateway::RunningGateway>,
+    billing: Option<tollgate_billing::RunningBilling>,
 }
 
 /// A fresh database with the migrations applied; returns its URL.
@@ -150,12 +153,30 @@ impl TestApp {
             .expect("start intake");
         let intake_url = format!("http://{}", intake.addr);
 
+        let mut billing_cfg = tollgate_billing::BillingConfig::defaults().expect("defaults");
+        billing_cfg.http.port = 0;
+        billing_cfg.http.workers = 1;
+        billing_cfg.database.url = db_url.clone();
+        billing_cfg.database.pool_size = 4;
+        billing_cfg.amqp = broker_config(amqp_url(), &amqp_prefix);
+        billing_cfg.internal_token = internal_token.clone();
+        billing_cfg.scheduler.enabled = false;
+        billing_cfg.scheduler.thresholds_interval_ms = 100;
+        billing_cfg.documents.root = artifacts_dir.to_string_lossy().into_owned();
+        billing_cfg.documents.signing_key =
+            tollgate_objects::SecretString::new(artifacts_signing_key.clone());
+        let billing = tollgate_billing::start(billing_cfg, CancellationToken::new())
+            .await
+            .expect("start billing");
+        let billing_url = format!("http://{}", billing.addr);
+
         let mut gateway_cfg = tollgate_gateway::GatewayConfig::defaults().expect("defaults");
         gateway_cfg.http.port = 0;
         gateway_cfg.http.workers = 1;
         gateway_cfg.database.url = db_url.clone();
         gateway_cfg.database.pool_size = 2;
         gateway_cfg.intake_url = intake_url.clone();
+        gateway_cfg.billing_url = billing_url.clone();
         gateway_cfg.internal_token = internal_token;
         gateway_cfg.key_cache_ttl_ms = 0;
         gateway_cfg.max_body_bytes = 64 * 1024;
@@ -194,6 +215,7 @@ impl TestApp {
             amqp_prefix,
             gateway_url,
             intake_url,
+            billing_url,
             worker_url: None,
             tenant: TenantId::from_uuid(tenant.id),
             tenant_name,
@@ -205,6 +227,7 @@ impl TestApp {
             worker: None,
             intake: Some(intake),
             gateway: Some(gateway),
+            billing: Some(billing),
         };
         if options.worker {
             app.start_worker().await;
@@ -288,6 +311,7 @@ impl TestApp {
                 max_input_bytes,
                 created_at: now,
                 updated_at: now,
+                required_feature: None,
             },
         )
         .await
@@ -350,6 +374,30 @@ impl TestApp {
         }
     }
 
+    /// The billing service's context (pool, events exchange, document store) for driving
+    /// billing runs and subscription changes with a test clock.
+    pub fn billing(&self) -> &tollgate_billing::BillingContext {
+        &self.billing.as_ref().expect("billing is running").context
+    }
+
+    /// A billing pass for this tenant at `as_of` (the test clock).
+    pub async fn billing_run(
+        &self,
+        as_of: chrono::DateTime<chrono::Utc>,
+    ) -> tollgate_billing::run::RunReport {
+        tollgate_billing::run::run(
+            self.billing(),
+            &tollgate_billing::run::RunOptions {
+                tenant: Some(self.tenant.as_uuid()),
+                as_of,
+                batch: 100,
+                max_close_batches: None,
+            },
+        )
+        .await
+        .expect("billing run")
+    }
+
     /// A scalar `SELECT count(*)`-style query on the test database.
     pub async fn count(&self, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
@@ -384,6 +432,9 @@ impl TestApp {
         }
         if let Some(intake) = self.intake.take() {
             intake.stop().await;
+        }
+        if let Some(billing) = self.billing.take() {
+            billing.stop().await;
         }
         let _ = std::fs::remove_dir_all(&self.artifacts_dir);
     }

@@ -4,6 +4,7 @@
 //! transactional outbox, which job-intake relays. `events import` alone goes through the
 //! gateway's public API, so imported events get exactly the validation and dedupe of any client.
 
+pub mod billing;
 pub mod metering;
 
 use std::time::Duration;
@@ -79,6 +80,34 @@ enum Command {
         #[command(subcommand)]
         command: LedgerCommand,
     },
+    /// The plan catalog (billing).
+    Catalog {
+        #[command(subcommand)]
+        command: billing::CatalogCommand,
+    },
+    /// Subscriptions of billing entities to plans.
+    Subscription {
+        #[command(subcommand)]
+        command: billing::SubscriptionCommand,
+    },
+    /// Billing runs.
+    Billing {
+        #[command(subcommand)]
+        command: billing::BillingCommand,
+    },
+    /// Invoices: list, void, credit notes.
+    Invoice {
+        #[command(subcommand)]
+        command: billing::InvoiceCommand,
+    },
+    /// Compare the ledger with final invoices for a month; discrepancies go to the audit table.
+    Reconcile {
+        #[arg(long)]
+        tenant: String,
+        /// `YYYY-MM` (UTC).
+        #[arg(long)]
+        period: String,
+    },
     /// Usage periods.
     Usage {
         #[command(subcommand)]
@@ -106,6 +135,16 @@ enum TenantCommand {
         #[arg(long)]
         tenant: String,
         zone: String,
+    },
+    /// Billing settings: enforcement of subscriptions and quotas at intake, invoice prefix.
+    SetBilling {
+        #[arg(long)]
+        tenant: String,
+        /// Refuse jobs and events of billing entities without a live subscription.
+        #[arg(long)]
+        enforce: Option<bool>,
+        #[arg(long)]
+        invoice_prefix: Option<String>,
     },
 }
 
@@ -202,6 +241,10 @@ enum JobTypeCommand {
         /// Input size cap, bytes.
         #[arg(long, default_value_t = 262_144)]
         max_input_bytes: i32,
+        /// A plan feature subscribers need for this job type (checked at intake when the
+        /// tenant enforces billing).
+        #[arg(long)]
+        required_feature: Option<String>,
     },
 }
 
@@ -267,6 +310,69 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let tenant = find_tenant(&mut conn, &tenant).await?;
             metering::set_time_zone(&mut conn, tenant, &zone).await?;
+        }
+        Command::Tenant {
+            command:
+                TenantCommand::SetBilling {
+                    tenant,
+                    enforce,
+                    invoice_prefix,
+                },
+        } => {
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            billing::set_billing(&mut conn, tenant, enforce, invoice_prefix).await?;
+        }
+        Command::Catalog {
+            command: billing::CatalogCommand::Apply { tenant, file },
+        } => {
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            billing::apply_catalog(&mut conn, tenant, &file).await?;
+        }
+        Command::Catalog {
+            command: billing::CatalogCommand::Show { tenant },
+        } => {
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            billing::show_catalog(&mut conn, tenant).await?;
+        }
+        Command::Subscription { command } => {
+            let tenant = match &command {
+                billing::SubscriptionCommand::Start { tenant, .. }
+                | billing::SubscriptionCommand::Change { tenant, .. }
+                | billing::SubscriptionCommand::Cancel { tenant, .. }
+                | billing::SubscriptionCommand::Resume { tenant, .. } => tenant.clone(),
+            };
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            let ctx = billing::context(pool.clone(), &cli.amqp_prefix)?;
+            billing::subscription(&ctx, &mut conn, tenant, command).await?;
+        }
+        Command::Billing {
+            command:
+                billing::BillingCommand::Run {
+                    tenant,
+                    as_of,
+                    period,
+                    batch,
+                },
+        } => {
+            let tenant = match tenant {
+                Some(name) => Some(find_tenant(&mut conn, &name).await?),
+                None => None,
+            };
+            let ctx = billing::context(pool.clone(), &cli.amqp_prefix)?;
+            billing::billing_run(&ctx, tenant, as_of, period, batch).await?;
+        }
+        Command::Invoice { command } => {
+            let tenant = match &command {
+                billing::InvoiceCommand::List { tenant, .. }
+                | billing::InvoiceCommand::Void { tenant, .. }
+                | billing::InvoiceCommand::Credit { tenant, .. } => tenant.clone(),
+            };
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            billing::invoice(&mut conn, tenant, command).await?;
+        }
+        Command::Reconcile { tenant, period } => {
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            billing::reconcile(&mut conn, tenant, &period).await?;
         }
         Command::Metrics {
             command: MetricsCommand::Apply { tenant, file },
@@ -350,6 +456,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_attempts,
                     weight,
                     max_input_bytes,
+                    required_feature,
                 },
         } => {
             let tenant = find_tenant(&mut conn, &tenant).await?;
@@ -371,6 +478,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     max_input_bytes,
                     created_at: now,
                     updated_at: now,
+                    required_feature,
                 },
             )
             .await

@@ -55,6 +55,10 @@ struct Args {
     /// Skip submitting; wait for and check the jobs of --run-id.
     #[arg(long)]
     check_only: bool,
+    /// Submit the jobs for this workspace (billing entity): with billing enforced, each
+    /// submission goes through intake's entitlement check.
+    #[arg(long)]
+    workspace: Option<String>,
 }
 
 #[derive(QueryableByName)]
@@ -151,6 +155,7 @@ async fn submit_all(args: &Args, run_id: &str) -> anyhow::Result<()> {
         let url = format!("{}/v1/jobs", args.gateway_url.trim_end_matches('/'));
         let key = args.api_key.clone();
         let job_type = args.job_type.clone();
+        let workspace = args.workspace.clone();
         let run_id = run_id.to_owned();
         let text = text.clone();
         let (total, rate) = (args.jobs, args.rate);
@@ -165,10 +170,13 @@ async fn submit_all(args: &Args, run_id: &str) -> anyhow::Result<()> {
                     let due = started + Duration::from_secs_f64(i as f64 / rate as f64);
                     tokio::time::sleep_until(due.into()).await;
                 }
-                let body = serde_json::json!({
+                let mut body = serde_json::json!({
                     "type": job_type,
                     "input": { "run": run_id, "i": i, "text": text },
                 });
+                if let Some(workspace) = &workspace {
+                    body["workspace"] = serde_json::Value::String(workspace.clone());
+                }
                 let sent = Instant::now();
                 let result = client.post(&url).bearer_auth(&key).json(&body).send().await;
                 let micros = sent.elapsed().as_micros() as u64;

@@ -7,6 +7,7 @@ use tollgate_storage::pool::DatabaseConfig;
 /// Compiled-in defaults.
 pub const DEFAULTS: &str = r#"
 intake_url = "http://127.0.0.1:8081"
+billing_url = "http://127.0.0.1:8083"
 internal_token = ""
 max_body_bytes = 1048576
 upstream_timeout_ms = 10000
@@ -37,6 +38,9 @@ pub struct GatewayConfig {
     pub database: DatabaseConfig,
     /// Base URL of job-intake.
     pub intake_url: String,
+    /// Base URL of billing (`/v1/catalog`, `/v1/plans`, `/v1/subscriptions`, `/v1/invoices`,
+    /// `/v1/billing`).
+    pub billing_url: String,
     /// Sent to internal services in `x-tollgate-internal-token`; a secret.
     pub internal_token: String,
     /// Largest request body accepted, bytes (413 beyond).
@@ -96,6 +100,11 @@ impl GatewayConfig {
         config::require(
             url::Url::parse(&self.intake_url).is_ok(),
             "intake_url",
+            "must be an absolute URL",
+        )?;
+        config::require(
+            url::Url::parse(&self.billing_url).is_ok(),
+            "billing_url",
             "must be an absolute URL",
         )?;
         config::require(

@@ -23,6 +23,7 @@ pub struct GatewayState {
     pub rate_limits: auth::RateLimits,
     pub client: reqwest::Client,
     pub intake_url: String,
+    pub billing_url: String,
     pub internal_token: String,
     pub max_body_bytes: usize,
     pub upstream_timeout: Duration,
@@ -51,6 +52,8 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
     let client = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(2))
         .pool_max_idle_per_host(256)
+        // Upstream redirects (an invoice PDF's signed link) go back to the client as they are.
+        .redirect(reqwest::redirect::Policy::none())
         .build()?;
     let state = web::Data::new(GatewayState {
         auth: auth::Authenticator::new(
@@ -60,6 +63,7 @@ pub async fn start(config: GatewayConfig) -> anyhow::Result<RunningGateway> {
         rate_limits: auth::RateLimits::default(),
         client,
         intake_url: config.intake_url.clone(),
+        billing_url: config.billing_url.clone(),
         internal_token: config.internal_token.clone(),
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: Duration::from_millis(config.upstream_timeout_ms),

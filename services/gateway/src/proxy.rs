@@ -14,7 +14,12 @@ use std::io;
 use std::time::Duration;
 
 use actix_web::body::SizedStream;
-use actix_web::http::header::{ACCEPT, AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_TYPE};
+use actix_web::http::header::{
+    ACCEPT, AUTHORIZATION, CONTENT_DISPOSITION, CONTENT_TYPE, LOCATION, RETRY_AFTER,
+};
+
+/// job-intake's soft-limit warning header, passed back to the client.
+const QUOTA_WARNING: &str = "tollgate-quota-warning";
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder};
 use futures_util::{Stream, StreamExt};
@@ -25,7 +30,7 @@ use crate::metering::BodyBytesRead;
 use crate::GatewayState;
 
 /// The `/v1/` resources job-intake serves, mounted by name so that metrics and the traffic
-/// ledger see a precise route; any other `/v1/…` path is forwarded the same way.
+/// ledger see a precise route; any other `/v1/…` path is forwarded to job-intake the same way.
 const RESOURCES: [&str; 6] = [
     "jobs",
     "events",
@@ -35,11 +40,27 @@ const RESOURCES: [&str; 6] = [
     "artifacts",
 ];
 
+/// The `/v1/` resources the billing service serves.
+const BILLING_RESOURCES: [&str; 5] = ["catalog", "plans", "subscriptions", "invoices", "billing"];
+
+/// The upstream base URL of an authenticated `/v1/…` path.
+fn upstream_base<'a>(state: &'a GatewayState, path: &str) -> &'a str {
+    let resource = path
+        .strip_prefix("/v1/")
+        .and_then(|rest| rest.split('/').next())
+        .unwrap_or("");
+    if BILLING_RESOURCES.contains(&resource) {
+        &state.billing_url
+    } else {
+        &state.intake_url
+    }
+}
+
 /// Mounts the proxied routes: `/v1/downloads/…` unauthenticated, every other `/v1/…`
 /// authenticated.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/downloads/{tail:.*}", web::route().to(download));
-    for resource in RESOURCES {
+    for resource in RESOURCES.iter().chain(BILLING_RESOURCES.iter()) {
         cfg.route(&format!("/v1/{resource}"), web::route().to(forward))
             .route(
                 &format!("/v1/{resource}/{{tail:.*}}"),
@@ -90,19 +111,15 @@ async fn read_body(
 /// dot segments (`/v1/downloads/../jobs` becomes `/v1/jobs`), so the resolved path must still
 /// be under `prefix`, the one the request was routed by; otherwise 404, or an unauthenticated
 /// route could reach an authenticated one.
-fn upstream_url(
-    intake_url: &str,
-    req: &HttpRequest,
-    prefix: &str,
-) -> Result<url::Url, GatewayError> {
-    let base = url::Url::parse(intake_url).map_err(|_| GatewayError::BadGateway)?;
+fn upstream_url(base_url: &str, req: &HttpRequest, prefix: &str) -> Result<url::Url, GatewayError> {
+    let base = url::Url::parse(base_url).map_err(|_| GatewayError::BadGateway)?;
     let path_and_query = match req.uri().query() {
         Some(q) => format!("{}?{}", req.path(), q),
         None => req.path().to_owned(),
     };
     let url = url::Url::parse(&format!(
         "{}{}",
-        intake_url.trim_end_matches('/'),
+        base_url.trim_end_matches('/'),
         path_and_query
     ))
     .map_err(|_| GatewayError::NotFound)?;
@@ -148,15 +165,19 @@ fn upstream_error(err: reqwest::Error) -> GatewayError {
     }
 }
 
-/// The upstream status with `content-type` and `content-disposition`.
+/// The upstream status with `content-type`, `content-disposition`, `location`, `retry-after`
+/// and `tollgate-quota-warning`.
 fn response_head(response: &reqwest::Response) -> Result<HttpResponseBuilder, GatewayError> {
     let status =
         StatusCode::from_u16(response.status().as_u16()).map_err(|_| GatewayError::BadGateway)?;
     let mut out = HttpResponse::build(status);
-    for name in [CONTENT_TYPE, CONTENT_DISPOSITION] {
+    for name in [CONTENT_TYPE, CONTENT_DISPOSITION, LOCATION, RETRY_AFTER] {
         if let Some(value) = response.headers().get(name.as_str()) {
             out.insert_header((name, value.as_bytes()));
         }
+    }
+    if let Some(value) = response.headers().get(QUOTA_WARNING) {
+        out.insert_header((QUOTA_WARNING, value.as_bytes()));
     }
     Ok(out)
 }
@@ -175,7 +196,7 @@ async fn forward(
     state.rate_limits.check(&principal)?;
     let body = read_body(&req, payload, state.max_body_bytes).await?;
 
-    let url = upstream_url(&state.intake_url, &req, "/v1/")?;
+    let url = upstream_url(upstream_base(&state, req.path()), &req, "/v1/")?;
     let mut upstream = upstream_request(&state, &req, url)?
         .timeout(state.upstream_timeout)
         .header(TENANT_HEADER, principal.tenant.to_string())

@@ -1,0 +1,303 @@
+//! billing: turns the ledger into money (issue 4; SPEC "Billing"): the versioned plan catalog,
+//! subscriptions, billing runs that rate each period into an invoice, finalization with a
+//! gapless number and a PDF, credit notes and voiding, and reconciliation. Its events
+//! (`subscription.updated`, `invoice.finalized`, `payment.requested`,
+//! `usage.threshold_reached`) leave through the transactional outbox.
+//!
+//! Internal like job-intake: the gateway authenticates callers and forwards the tenant.
+
+pub mod api;
+pub mod catalog;
+pub mod config;
+pub mod events;
+pub mod invoicing;
+pub mod periods;
+pub mod rating;
+pub mod reconcile;
+pub mod run;
+pub mod subscriptions;
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{middleware, web, App, HttpResponse, HttpServer, ResponseError};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tollgate_messaging::Topology;
+use tollgate_runtime::http::{error_response, observe, Ops, Readiness};
+use tollgate_storage::{PgPool, StorageError};
+
+pub use config::BillingConfig;
+
+/// What billing's operations share: the pool, where events go, where PDFs are stored.
+#[derive(Clone)]
+pub struct BillingContext {
+    pub pool: PgPool,
+    /// `<prefix>.events`.
+    pub events_exchange: String,
+    /// Invoice PDF storage; None runs without PDFs (finalization still works).
+    pub objects: Option<Arc<tollgate_objects::Objects>>,
+    /// How long drafts stay open after their period ends.
+    pub grace: chrono::Duration,
+}
+
+impl BillingContext {
+    /// The context a configuration describes (opens the object store).
+    pub fn from_config(config: &BillingConfig, pool: PgPool) -> anyhow::Result<Self> {
+        Ok(Self {
+            pool,
+            events_exchange: Topology::new(&config.amqp.prefix, 1).events_exchange(),
+            objects: Some(Arc::new(tollgate_objects::Objects::open(
+                &config.documents,
+            )?)),
+            grace: chrono::Duration::seconds(config.scheduler.grace_secs),
+        })
+    }
+}
+
+/// Billing's errors: each has a stable code, an HTTP status and a message.
+#[derive(Debug, thiserror::Error)]
+pub enum BillingError {
+    #[error("missing or invalid tenant identity")]
+    Unauthenticated,
+    #[error("{0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Catalog(#[from] catalog::CatalogError),
+    #[error("unknown plan `{0}`")]
+    UnknownPlan(String),
+    #[error("unknown coupon `{0}`")]
+    UnknownCoupon(String),
+    #[error("unknown account `{0}`")]
+    UnknownAccount(String),
+    #[error("subscription not found")]
+    SubscriptionNotFound,
+    #[error("the account already has a live subscription")]
+    SubscriptionExists,
+    #[error("the subscription is canceled")]
+    SubscriptionCanceled,
+    #[error("plan change not allowed: {0}")]
+    PlanChangeNotAllowed(String),
+    #[error("invoice not found")]
+    InvoiceNotFound,
+    #[error("invoice {0}")]
+    InvoiceState(String),
+    #[error("the period is finalized (invoice {invoice}); late usage goes to the next invoice as an adjustment")]
+    PeriodLocked { invoice: String },
+    #[error("stored billing data is inconsistent: {0}")]
+    Corrupt(String),
+    #[error("service temporarily unavailable")]
+    Storage(#[source] StorageError),
+    #[error("internal error")]
+    Internal(#[source] anyhow::Error),
+}
+
+impl BillingError {
+    /// The stable machine code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::Unauthenticated => "UNAUTHENTICATED",
+            Self::Invalid(_) => "INVALID_REQUEST",
+            Self::Catalog(catalog::CatalogError::Invalid(_)) => "INVALID_CATALOG",
+            Self::Catalog(catalog::CatalogError::Storage(_)) => "SERVICE_UNAVAILABLE",
+            Self::UnknownPlan(_) => "UNKNOWN_PLAN",
+            Self::UnknownCoupon(_) => "UNKNOWN_COUPON",
+            Self::UnknownAccount(_) => "UNKNOWN_ACCOUNT",
+            Self::SubscriptionNotFound => "SUBSCRIPTION_NOT_FOUND",
+            Self::SubscriptionExists => "SUBSCRIPTION_EXISTS",
+            Self::SubscriptionCanceled => "SUBSCRIPTION_CANCELED",
+            Self::PlanChangeNotAllowed(_) => "PLAN_CHANGE_NOT_ALLOWED",
+            Self::InvoiceNotFound => "INVOICE_NOT_FOUND",
+            Self::InvoiceState(_) => "INVOICE_STATE",
+            Self::PeriodLocked { .. } => "BILLING_PERIOD_LOCKED",
+            Self::Corrupt(_) | Self::Internal(_) => "INTERNAL",
+            Self::Storage(StorageError::Unavailable(_)) => "SERVICE_UNAVAILABLE",
+            Self::Storage(_) => "INTERNAL",
+        }
+    }
+}
+
+impl ResponseError for BillingError {
+    fn status_code(&self) -> StatusCode {
+        match self {
+            Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::Invalid(_)
+            | Self::Catalog(catalog::CatalogError::Invalid(_))
+            | Self::UnknownCoupon(_)
+            | Self::UnknownAccount(_)
+            | Self::PlanChangeNotAllowed(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            Self::UnknownPlan(_) | Self::SubscriptionNotFound | Self::InvoiceNotFound => {
+                StatusCode::NOT_FOUND
+            }
+            Self::SubscriptionExists
+            | Self::SubscriptionCanceled
+            | Self::InvoiceState(_)
+            | Self::PeriodLocked { .. } => StatusCode::CONFLICT,
+            Self::Storage(StorageError::Unavailable(_))
+            | Self::Catalog(catalog::CatalogError::Storage(_)) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Storage(_) | Self::Corrupt(_) | Self::Internal(_) => {
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        }
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        if self.status_code().is_server_error() {
+            tracing::error!(error = ?self, "request failed");
+        }
+        let message = if self.status_code().is_server_error() {
+            "internal error".to_owned()
+        } else {
+            self.to_string()
+        };
+        error_response(self.status_code(), self.code(), &message, None)
+    }
+}
+
+impl From<diesel::result::Error> for BillingError {
+    fn from(err: diesel::result::Error) -> Self {
+        Self::Storage(err.into())
+    }
+}
+
+/// A running billing service.
+pub struct RunningBilling {
+    pub addr: SocketAddr,
+    pub context: BillingContext,
+    server: actix_web::dev::ServerHandle,
+    tasks: Vec<JoinHandle<()>>,
+    cancel: CancellationToken,
+}
+
+impl RunningBilling {
+    /// Stops the HTTP server (finishing in-flight requests) and the scheduler.
+    pub async fn stop(self) {
+        self.cancel.cancel();
+        self.server.stop(true).await;
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Shared state of the HTTP handlers.
+pub struct AppState {
+    pub context: BillingContext,
+    pub internal_token: String,
+}
+
+/// Starts billing: the HTTP API, the scheduler (when enabled) and the threshold publisher. A
+/// database that is down is not an error: the service starts and reports not ready.
+pub async fn start(
+    config: BillingConfig,
+    cancel: CancellationToken,
+) -> anyhow::Result<RunningBilling> {
+    let pool = config.database.pool()?;
+    let context = BillingContext::from_config(&config, pool.clone())?;
+    let registry = tollgate_runtime::metrics::registry("billing");
+    let mut tasks = Vec::new();
+    if config.scheduler.enabled {
+        tasks.push(tokio::spawn(scheduler(
+            context.clone(),
+            config.scheduler.clone(),
+            cancel.child_token(),
+        )));
+    }
+    tasks.push(tokio::spawn(threshold_publisher(
+        context.clone(),
+        Duration::from_millis(config.scheduler.thresholds_interval_ms),
+        cancel.child_token(),
+    )));
+    let state = web::Data::new(AppState {
+        context: context.clone(),
+        internal_token: config.internal_token.clone(),
+    });
+    let ops = Ops::new(
+        Readiness {
+            database: Some(pool),
+            broker: None,
+        },
+        registry,
+    )?;
+    let listener = TcpListener::bind((config.http.host.as_str(), config.http.port))?;
+    let addr = listener.local_addr()?;
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .app_data(
+                web::JsonConfig::default()
+                    .limit(1 << 20)
+                    .error_handler(|err, _| {
+                        BillingError::Invalid(format!("request body: {err}")).into()
+                    }),
+            )
+            .app_data(
+                web::QueryConfig::default()
+                    .error_handler(|err, _| BillingError::Invalid(format!("query: {err}")).into()),
+            )
+            .wrap(middleware::from_fn(observe))
+            .configure(|cfg| ops.configure(cfg))
+            .configure(api::routes)
+            .default_service(web::to(tollgate_runtime::http::not_found))
+    })
+    .workers(config.http.workers)
+    .disable_signals()
+    .shutdown_timeout(25)
+    .listen(listener)?
+    .run();
+    let server = tollgate_runtime::http::spawn_server("billing", server);
+    tracing::info!(%addr, "billing listening");
+    Ok(RunningBilling {
+        addr,
+        context,
+        server,
+        tasks,
+        cancel,
+    })
+}
+
+/// Runs a billing pass every `interval_secs` (all tenants, the wall clock).
+async fn scheduler(
+    ctx: BillingContext,
+    config: config::SchedulerConfig,
+    cancel: CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_secs(config.interval_secs));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let opts = run::RunOptions {
+            tenant: None,
+            as_of: chrono::Utc::now(),
+            batch: config.batch,
+            max_close_batches: None,
+        };
+        match run::run(&ctx, &opts).await {
+            Ok(report) => tracing::info!(?report, "billing pass done"),
+            Err(err) => tracing::warn!(error = %err, "billing pass failed; retrying next tick"),
+        }
+    }
+}
+
+/// Publishes recorded quota thresholds as events, every `interval`.
+async fn threshold_publisher(ctx: BillingContext, interval: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let result = async {
+            let mut conn = tollgate_storage::pool::get(&ctx.pool).await?;
+            events::publish_thresholds(&ctx, &mut conn, 500).await
+        }
+        .await;
+        if let Err(err) = result {
+            tracing::debug!(error = %err, "publishing quota thresholds failed; retrying");
+        }
+    }
+}

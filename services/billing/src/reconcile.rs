@@ -1,0 +1,248 @@
+//! Reconciliation (issue 4, "Reconciliation"): for a tenant and a period, compares what the
+//! ledger holds with what final invoices billed, and every invoice's totals with its lines.
+//! Every discrepancy is written to `reconciliation_discrepancies` under one
+//! `reconciliation_runs` row, and returned for the CLI's table. PSP records join in with the
+//! payments issue.
+//!
+//! Kinds:
+//! * `invoice_totals_mismatch`: subtotal, discount or total differ from the sum of the lines;
+//! * `usage_not_billed`: the ledger holds more of a metric for an invoiced period than the
+//!   invoice and its adjustments billed (late usage awaiting its adjustment line);
+//! * `billed_without_usage`: more was billed than the ledger holds (e.g. after a reversal);
+//! * `missing_invoice`: a paid period closed (history `renew`) with no invoice.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use diesel::prelude::*;
+use diesel_async::RunQueryDsl;
+use rust_decimal::Decimal;
+use serde::Serialize;
+use tollgate_storage::invoices::{self, InvoiceFilter};
+use tollgate_storage::period_usage::{self, UsageWindow};
+use tollgate_storage::schema::{reconciliation_discrepancies, reconciliation_runs};
+use tollgate_storage::{AsyncPgConnection, StorageError};
+use uuid::Uuid;
+
+use crate::run::{aggregation_of, aggregations, parse_decimal, PlanCache, UsageBook};
+use crate::BillingError;
+
+/// One discrepancy.
+#[derive(Debug, Clone, Serialize)]
+pub struct Discrepancy {
+    pub kind: String,
+    pub subscription_id: Option<Uuid>,
+    pub invoice_id: Option<Uuid>,
+    pub invoice_number: Option<String>,
+    pub metric: Option<String>,
+    pub expected: String,
+    pub actual: String,
+}
+
+/// A reconciliation run's outcome.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReconcileReport {
+    pub run_id: Uuid,
+    /// Invoices checked.
+    pub checked: usize,
+    pub discrepancies: Vec<Discrepancy>,
+}
+
+/// Reconciles the tenant's final invoices whose period starts in `[from, to)`.
+pub async fn reconcile(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+) -> Result<ReconcileReport, BillingError> {
+    let filter = InvoiceFilter {
+        period_from: Some(from),
+        period_to: Some(to),
+        ..Default::default()
+    };
+    let all = invoices::list(conn, tenant_id, &filter, None, i64::MAX).await?;
+    let finals: Vec<_> = all
+        .into_iter()
+        .filter(|i| matches!(i.status.as_str(), "finalized" | "paid" | "uncollectible"))
+        .collect();
+    let mut found = Vec::new();
+
+    // Totals against lines.
+    let mut line_sets = Vec::with_capacity(finals.len());
+    for inv in &finals {
+        let lines = invoices::lines(conn, inv.id).await?;
+        let discount: i64 = lines
+            .iter()
+            .filter(|l| l.kind == "discount")
+            .map(|l| l.amount_minor)
+            .sum();
+        let subtotal: i64 = lines
+            .iter()
+            .filter(|l| l.kind != "discount")
+            .map(|l| l.amount_minor)
+            .sum();
+        for (what, expected, actual) in [
+            ("subtotal", subtotal, inv.subtotal_minor),
+            ("discount", discount, inv.discount_minor),
+            ("total", subtotal + discount, inv.total_minor),
+        ] {
+            if expected != actual {
+                found.push(Discrepancy {
+                    kind: "invoice_totals_mismatch".into(),
+                    subscription_id: inv.subscription_id,
+                    invoice_id: Some(inv.id),
+                    invoice_number: inv.number_text.clone(),
+                    metric: Some(what.into()),
+                    expected: expected.to_string(),
+                    actual: actual.to_string(),
+                });
+            }
+        }
+        line_sets.push(lines);
+    }
+
+    // Ledger against billed quantities (usage lines + later adjustments).
+    let windows: Vec<UsageWindow> = finals
+        .iter()
+        .enumerate()
+        .map(|(i, inv)| UsageWindow {
+            key: i as i32,
+            account_id: inv.account_id,
+            period_start: inv.period_start,
+            period_end: inv.period_end,
+        })
+        .collect();
+    let metrics = aggregations(conn, tenant_id).await?;
+    let mut book = UsageBook::default();
+    for row in period_usage::sums(conn, tenant_id, &windows).await? {
+        book.sums.insert(
+            (row.key, row.metric),
+            parse_decimal(row.quantity.as_deref())?,
+        );
+    }
+    let mut plans = PlanCache::default();
+    let sub_ids: Vec<Uuid> = finals.iter().filter_map(|i| i.subscription_id).collect();
+    let befores = vec![DateTime::<Utc>::MAX_UTC; sub_ids.len()];
+    let billed = invoices::billed_usage(conn, &sub_ids, &befores, from).await?;
+    let mut billed_map: HashMap<(Uuid, DateTime<Utc>, String), Decimal> = HashMap::new();
+    for b in billed {
+        billed_map.insert(
+            (b.subscription_id, b.period_start, b.metric.clone()),
+            parse_decimal(Some(&b.quantity))?,
+        );
+    }
+    for (i, inv) in finals.iter().enumerate() {
+        let (Some(sub), Some(plan_id)) = (inv.subscription_id, inv.plan_version_id) else {
+            continue;
+        };
+        let plan = plans.get(conn, plan_id).await?.clone();
+        for charge in &plan.charges {
+            let agg = aggregation_of(&metrics, &charge.metric);
+            let ledger = if matches!(
+                agg,
+                tollgate_domain::usage::Aggregation::Count
+                    | tollgate_domain::usage::Aggregation::Sum
+            ) {
+                book.quantity(i as i32, &charge.metric, agg)
+            } else {
+                let rows =
+                    period_usage::aggregate(conn, tenant_id, &charge.metric, agg, &windows[i..=i])
+                        .await?;
+                parse_decimal(rows.into_iter().next().and_then(|r| r.quantity).as_deref())?
+            };
+            let billed = billed_map
+                .get(&(sub, inv.period_start, charge.metric.clone()))
+                .copied()
+                .unwrap_or_default();
+            if ledger != billed {
+                found.push(Discrepancy {
+                    kind: if ledger > billed {
+                        "usage_not_billed"
+                    } else {
+                        "billed_without_usage"
+                    }
+                    .into(),
+                    subscription_id: Some(sub),
+                    invoice_id: Some(inv.id),
+                    invoice_number: inv.number_text.clone(),
+                    metric: Some(charge.metric.clone()),
+                    expected: ledger.normalize().to_string(),
+                    actual: billed.normalize().to_string(),
+                });
+            }
+        }
+    }
+
+    // Closed paid periods without an invoice.
+    let missing: Vec<(Uuid, DateTime<Utc>)> = diesel::sql_query(
+        "SELECT c.subscription_id, c.period_start FROM subscription_changes c \
+         JOIN subscriptions s ON s.id = c.subscription_id \
+         WHERE s.tenant_id = $1 AND c.kind = 'renew' AND c.period_start >= $2 AND c.period_start < $3 \
+           AND NOT EXISTS (SELECT 1 FROM invoices i WHERE i.subscription_id = c.subscription_id \
+                           AND i.period_start = c.period_start)",
+    )
+    .bind::<diesel::sql_types::Uuid, _>(tenant_id)
+    .bind::<diesel::sql_types::Timestamptz, _>(from)
+    .bind::<diesel::sql_types::Timestamptz, _>(to)
+    .load::<MissingRow>(conn)
+    .await
+    .map_err(StorageError::from)?
+    .into_iter()
+    .map(|r| (r.subscription_id, r.period_start))
+    .collect();
+    for (sub, start) in missing {
+        found.push(Discrepancy {
+            kind: "missing_invoice".into(),
+            subscription_id: Some(sub),
+            invoice_id: None,
+            invoice_number: None,
+            metric: None,
+            expected: format!("an invoice for the period starting {start}"),
+            actual: "none".into(),
+        });
+    }
+
+    let run_id = Uuid::now_v7();
+    diesel::insert_into(reconciliation_runs::table)
+        .values((
+            reconciliation_runs::id.eq(run_id),
+            reconciliation_runs::tenant_id.eq(tenant_id),
+            reconciliation_runs::period_start.eq(from),
+            reconciliation_runs::period_end.eq(to),
+            reconciliation_runs::checked.eq(finals.len() as i32),
+            reconciliation_runs::discrepancies.eq(found.len() as i32),
+            reconciliation_runs::finished_at.eq(Utc::now()),
+        ))
+        .execute(conn)
+        .await
+        .map_err(StorageError::from)?;
+    for d in &found {
+        diesel::insert_into(reconciliation_discrepancies::table)
+            .values((
+                reconciliation_discrepancies::run_id.eq(run_id),
+                reconciliation_discrepancies::tenant_id.eq(tenant_id),
+                reconciliation_discrepancies::subscription_id.eq(d.subscription_id),
+                reconciliation_discrepancies::invoice_id.eq(d.invoice_id),
+                reconciliation_discrepancies::metric.eq(&d.metric),
+                reconciliation_discrepancies::kind.eq(&d.kind),
+                reconciliation_discrepancies::expected.eq(&d.expected),
+                reconciliation_discrepancies::actual.eq(&d.actual),
+            ))
+            .execute(conn)
+            .await
+            .map_err(StorageError::from)?;
+    }
+    Ok(ReconcileReport {
+        run_id,
+        checked: finals.len(),
+        discrepancies: found,
+    })
+}
+
+#[derive(QueryableByName)]
+struct MissingRow {
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
+    subscription_id: Uuid,
+    #[diesel(sql_type = diesel::sql_types::Timestamptz)]
+    period_start: DateTime<Utc>,
+}
