@@ -8,7 +8,8 @@
 #   bash scripts/quickstart.sh --keep-running  # same, then leave the services up until Ctrl-C
 #
 # Environment (all optional):
-#   QS_GATEWAY_PORT=18080 QS_INTAKE_PORT=18081 QS_WORKER_PORT=18082 QS_DEMO_TENANT_PORT=18090
+#   QS_GATEWAY_PORT=18080 QS_INTAKE_PORT=18081 QS_WORKER_PORT=18082 QS_BILLING_PORT=18083
+#   QS_DEMO_TENANT_PORT=18090
 #   QS_DATABASE=tollgate_quickstart   dropped and recreated on every run
 #   QS_DOCS_DIR=/usr/share/common-licenses   the documents to count (default: that folder, or
 #                                     the repository's own *.md files when it is absent)
@@ -37,6 +38,7 @@ done
 GATEWAY_PORT=${QS_GATEWAY_PORT:-18080}
 INTAKE_PORT=${QS_INTAKE_PORT:-18081}
 WORKER_PORT=${QS_WORKER_PORT:-18082}
+BILLING_PORT=${QS_BILLING_PORT:-18083}
 DEMO_PORT=${QS_DEMO_TENANT_PORT:-18090}
 QS_DATABASE=${QS_DATABASE:-tollgate_quickstart}
 QS_TIMEOUT=${QS_TIMEOUT:-120}
@@ -88,9 +90,9 @@ if [ -f "$PID_FILE" ]; then
     sleep 1
     rm -f "$PID_FILE"
 fi
-for port in "$GATEWAY_PORT" "$INTAKE_PORT" "$WORKER_PORT" "$DEMO_PORT"; do
+for port in "$GATEWAY_PORT" "$INTAKE_PORT" "$WORKER_PORT" "$BILLING_PORT" "$DEMO_PORT"; do
     if tg_tcp_open 127.0.0.1 "$port"; then
-        tg_die "port $port is already in use; free it or choose other ports (QS_GATEWAY_PORT, QS_INTAKE_PORT, QS_WORKER_PORT, QS_DEMO_TENANT_PORT)"
+        tg_die "port $port is already in use; free it or choose other ports (QS_GATEWAY_PORT, QS_INTAKE_PORT, QS_WORKER_PORT, QS_BILLING_PORT, QS_DEMO_TENANT_PORT)"
     fi
 done
 
@@ -99,11 +101,12 @@ done
 
 step "Building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo build --release \
-    -p tollgate-gateway -p tollgate-job-intake -p tollgate-worker -p tollgate-cli -p tollgate-demo-tenant
+    -p tollgate-gateway -p tollgate-job-intake -p tollgate-worker -p tollgate-billing -p tollgate-cli \
+    -p tollgate-demo-tenant
 BIN=$CARGO_TARGET_DIR/release
 CTL_BIN=$BIN/tollgatectl
 [ -x "$CTL_BIN" ] || tg_die "$CTL_BIN was not built (crates/cli must define the tollgatectl binary)"
-for b in tollgate-gateway tollgate-job-intake tollgate-worker tollgate-demo-tenant; do
+for b in tollgate-gateway tollgate-job-intake tollgate-worker tollgate-billing tollgate-demo-tenant; do
     [ -x "$BIN/$b" ] || tg_die "$BIN/$b was not built"
 done
 
@@ -158,6 +161,9 @@ start() {
 }
 
 INTERNAL_TOKEN=qs_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+# Invoice PDFs (billing) and artifacts (job-intake) share one store and link-signing key.
+DOCS_DIR=$ROOT/.tollgate/quickstart/artifacts
+SIGNING_KEY=qs_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
 step "Starting services"
 start demo-tenant "$BIN/tollgate-demo-tenant" --addr "127.0.0.1:$DEMO_PORT"
@@ -169,6 +175,9 @@ start job-intake \
     INTAKE__AMQP__QUEUE_TYPE=classic \
     INTAKE__AMQP__QUEUE_EXPIRES_MS=600000 \
     INTAKE__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
+    INTAKE__ARTIFACTS__ROOT="$DOCS_DIR" \
+    INTAKE__ARTIFACTS__SIGNING_KEY="$SIGNING_KEY" \
+    INTAKE__ARTIFACTS__PUBLIC_BASE_URL="$GATEWAY" \
     "$BIN/tollgate-job-intake"
 start worker \
     WORKER__HTTP__PORT="$WORKER_PORT" \
@@ -179,18 +188,29 @@ start worker \
     WORKER__AMQP__QUEUE_EXPIRES_MS=600000 \
     WORKER__RETRY__BASE_DELAY_MS=500 \
     "$BIN/tollgate-worker"
+start billing \
+    BILLING__HTTP__PORT="$BILLING_PORT" \
+    BILLING__DATABASE__URL="$DB_URL" \
+    BILLING__AMQP__PREFIX="$AMQP_PREFIX" \
+    BILLING__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
+    BILLING__DOCUMENTS__ROOT="$DOCS_DIR" \
+    BILLING__DOCUMENTS__SIGNING_KEY="$SIGNING_KEY" \
+    BILLING__DOCUMENTS__PUBLIC_BASE_URL="$GATEWAY" \
+    "$BIN/tollgate-billing"
 start gateway \
     GATEWAY__HTTP__PORT="$GATEWAY_PORT" \
     GATEWAY__DATABASE__URL="$DB_URL" \
     GATEWAY__INTAKE_URL="http://127.0.0.1:$INTAKE_PORT" \
+    GATEWAY__BILLING_URL="http://127.0.0.1:$BILLING_PORT" \
     GATEWAY__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
     "$BIN/tollgate-gateway"
 
 # Waits until every service answers 200 on its probe, or dies showing the logs.
 wait_ready() {
-    local -a names=(demo-tenant job-intake worker gateway)
-    local -a urls=("$DEMO/healthz" "http://127.0.0.1:$INTAKE_PORT/readyz" "http://127.0.0.1:$WORKER_PORT/readyz" "$GATEWAY/readyz")
-    local -a ready=(0 0 0 0)
+    local -a names=(demo-tenant job-intake worker billing gateway)
+    local -a urls=("$DEMO/healthz" "http://127.0.0.1:$INTAKE_PORT/readyz" "http://127.0.0.1:$WORKER_PORT/readyz"
+        "http://127.0.0.1:$BILLING_PORT/readyz" "$GATEWAY/readyz")
+    local -a ready=(0 0 0 0 0)
     local start_s=$SECONDS i all
     while :; do
         all=1
@@ -546,6 +566,42 @@ if [ "$ledger_n" != "$succeeded_n" ] || [ "$ledger_cost" != "$job_cost" ]; then
     CHECK_FAILURES+=("ledger ($ledger_n entries, cost $ledger_cost) does not match succeeded jobs ($succeeded_n, cost $job_cost)")
 fi
 
+step "Billing: a plan, a subscription, a billing run, a finalized invoice with its PDF"
+# The subscription started 28 days ago, so its month ends within the next 3 days; the runs use
+# --as-of as a clock: the period closes into a draft, then the grace window (3 days) ends.
+ctl catalog apply --tenant demo examples/catalog/project-tool.toml | sed 's/^/  /' ||
+    CHECK_FAILURES+=("tollgatectl catalog apply failed")
+SUB_START=$(date -u -d '-28 days' +%Y-%m-%dT%H:%M:%SZ)
+ctl subscription start --tenant demo --account ada --plan team --start-at "$SUB_START" --skip-trial |
+    sed 's/^/  /' || CHECK_FAILURES+=("tollgatectl subscription start failed")
+ctl billing run --tenant demo --as-of "$(date -u -d '+4 days' +%Y-%m-%dT%H:%M:%SZ)" | sed 's/^/  draft run: /' ||
+    CHECK_FAILURES+=("billing run (close) failed")
+ctl billing run --tenant demo --as-of "$(date -u -d '+8 days' +%Y-%m-%dT%H:%M:%SZ)" | sed 's/^/  final run: /' ||
+    CHECK_FAILURES+=("billing run (finalize) failed")
+ctl invoice list --tenant demo | sed 's/^/  /' || CHECK_FAILURES+=("tollgatectl invoice list failed")
+curl -sS --max-time 10 -H "Authorization: Bearer $API_KEY" "$GATEWAY/v1/invoices?limit=1" >"$WORK/invoices.json" || true
+INVOICE_ID=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1]))["data"]; print(d[0]["id"] if d else "")' "$WORK/invoices.json" 2>/dev/null || true)
+if [ -n "$INVOICE_ID" ]; then
+    curl -sS --max-time 10 -H "Authorization: Bearer $API_KEY" "$GATEWAY/v1/invoices/$INVOICE_ID" >"$WORK/invoice.json" || true
+    python3 - "$WORK/invoice.json" <<'PY' || CHECK_FAILURES+=("invoice JSON unreadable")
+import json, sys
+inv = json.load(open(sys.argv[1]))
+print(f"  {inv['number']} ({inv['status']}) for {inv['account_name']}, {inv['period_start'][:10]} to {inv['period_end'][:10]}")
+for line in inv["lines"]:
+    qty = line.get("quantity") or ""
+    print(f"    {line['kind']:<9} {line['description'][:48]:<48} {qty:>10} {inv['currency']} {line['amount']:>10}")
+print(f"    {'total':<9} {'':<48} {'':>10} {inv['currency']} {inv['total']:>10}")
+PY
+    PDF_URL=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1])).get("pdf_url") or "")' "$WORK/invoice.json" 2>/dev/null || true)
+    if [ -n "$PDF_URL" ] && curl -fsS --max-time 10 -o "$WORK/invoice.pdf" "$PDF_URL"; then
+        printf '  PDF (signed link, %s bytes): %s\n' "$(wc -c <"$WORK/invoice.pdf")" "${WORK#"$ROOT"/}/invoice.pdf"
+    else
+        CHECK_FAILURES+=("the invoice PDF could not be downloaded through its signed link")
+    fi
+else
+    CHECK_FAILURES+=("no invoice was produced by the billing run")
+fi
+
 step "tollgatectl jobs dead --tenant demo"
 ctl jobs dead --tenant demo | sed 's/^/  /' || CHECK_FAILURES+=("tollgatectl jobs dead failed")
 DEAD_ID=''
@@ -588,7 +644,7 @@ fi
 
 echo
 if [ "${#CHECK_FAILURES[@]}" -eq 0 ]; then
-    printf '\033[1;32mQuickstart OK:\033[0m %s jobs reached their expected state (wordcount and summarize-flaky succeeded, strict failed, unavailable dead); billed once each.\n' "${#JOB_IDS[@]}"
+    printf '\033[1;32mQuickstart OK:\033[0m %s jobs reached their expected state (wordcount and summarize-flaky succeeded, strict failed, unavailable dead); billed once each; invoice %s finalized with its PDF.\n' "${#JOB_IDS[@]}" "${INVOICE_ID:-?}"
     verdict=0
 else
     printf '\033[1;31mQuickstart FAILED:\033[0m\n'

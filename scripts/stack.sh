@@ -1,9 +1,9 @@
 # shellcheck shell=bash
 # Runs a whole Tollgate stack from release binaries for the benchmark and chaos scripts:
-# a fresh database, the demo tenant, job-intake, the worker and the gateway, a tenant with an
-# API key and a `wordcount` job type. Source after scripts/lib.sh, then:
+# a fresh database, the demo tenant, job-intake, the worker, billing and the gateway, a tenant
+# with an API key and a `wordcount` job type. Source after scripts/lib.sh, then:
 #
-#   stack_up bench 19000      # database tollgate_bench, ports 19080/19081/19082/19090
+#   stack_up bench 19000      # database tollgate_bench, ports 19080/19081/19082/19083/19090
 #   stack_start_worker        # (again, after a kill)
 #   stack_down                # stops what stack_up started (also on EXIT)
 #
@@ -14,7 +14,7 @@
 stack_build() {
     tg_log "building release binaries"
     cargo build --release --quiet -p tollgate-gateway -p tollgate-job-intake -p tollgate-worker \
-        -p tollgate-cli -p tollgate-demo-tenant -p tollgate-loadgen
+        -p tollgate-billing -p tollgate-cli -p tollgate-demo-tenant -p tollgate-loadgen
     STACK_BIN=$CARGO_TARGET_DIR/release
     export STACK_BIN
 }
@@ -44,13 +44,16 @@ stack_up() { # name baseport
     "$STACK_BIN/tollgatectl" --database-url "$STACK_DATABASE_URL" migrate >/dev/null
 
     STACK_GATEWAY_PORT=$((base + 80)) STACK_INTAKE_PORT=$((base + 81))
-    STACK_WORKER_PORT=$((base + 82)) STACK_DEMO_PORT=$((base + 90))
+    STACK_WORKER_PORT=$((base + 82)) STACK_BILLING_PORT=$((base + 83)) STACK_DEMO_PORT=$((base + 90))
     STACK_GATEWAY=http://127.0.0.1:$STACK_GATEWAY_PORT
     export STACK_GATEWAY
     STACK_PREFIX=tollgate_${name}_$$
     STACK_AMQP_URL=${AMQP_URL_DETECTED:-amqp://guest:guest@127.0.0.1:5672/%2f}
     STACK_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
     local token=$STACK_TOKEN
+    # job-intake serves the download links billing signs for invoice PDFs: one store, one key.
+    STACK_DOCS=$PWD/.tollgate/$name/artifacts
+    STACK_SIGNING_KEY=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
 
     "$STACK_BIN/tollgate-demo-tenant" --addr "127.0.0.1:$STACK_DEMO_PORT" >"$STACK_LOGS/demo-tenant.log" 2>&1 &
     STACK_PIDS+=($!)
@@ -59,16 +62,25 @@ stack_up() { # name baseport
         INTAKE__AMQP__URL=$STACK_AMQP_URL INTAKE__AMQP__PREFIX=$STACK_PREFIX \
         INTAKE__AMQP__QUEUE_TYPE=${STACK_QUEUE_TYPE:-quorum} \
         INTAKE__INTERNAL_TOKEN=$token RUST_LOG=${RUST_LOG:-warn} \
+        INTAKE__ARTIFACTS__ROOT=$STACK_DOCS INTAKE__ARTIFACTS__SIGNING_KEY=$STACK_SIGNING_KEY \
+        INTAKE__ARTIFACTS__PUBLIC_BASE_URL=$STACK_GATEWAY \
         "$STACK_BIN/tollgate-job-intake" >"$STACK_LOGS/job-intake.log" 2>&1 &
+    STACK_PIDS+=($!)
+    BILLING__HTTP__PORT=$STACK_BILLING_PORT BILLING__DATABASE__URL=$STACK_DATABASE_URL \
+        BILLING__AMQP__PREFIX=$STACK_PREFIX BILLING__INTERNAL_TOKEN=$token \
+        BILLING__DOCUMENTS__ROOT=$STACK_DOCS BILLING__DOCUMENTS__SIGNING_KEY=$STACK_SIGNING_KEY \
+        BILLING__DOCUMENTS__PUBLIC_BASE_URL=$STACK_GATEWAY RUST_LOG=${RUST_LOG:-warn} \
+        "$STACK_BIN/tollgate-billing" >"$STACK_LOGS/billing.log" 2>&1 &
     STACK_PIDS+=($!)
     GATEWAY__HTTP__PORT=$STACK_GATEWAY_PORT GATEWAY__DATABASE__URL=$STACK_DATABASE_URL \
         GATEWAY__INTAKE_URL=http://127.0.0.1:$STACK_INTAKE_PORT GATEWAY__INTERNAL_TOKEN=$token \
-        RUST_LOG=${RUST_LOG:-warn} \
+        GATEWAY__BILLING_URL=http://127.0.0.1:$STACK_BILLING_PORT RUST_LOG=${RUST_LOG:-warn} \
         "$STACK_BIN/tollgate-gateway" >"$STACK_LOGS/gateway.log" 2>&1 &
     STACK_PIDS+=($!)
     stack_start_worker
     stack_wait_http "http://127.0.0.1:$STACK_DEMO_PORT/healthz" demo-tenant "$STACK_LOGS/demo-tenant.log"
     stack_wait_http "http://127.0.0.1:$STACK_INTAKE_PORT/readyz" job-intake "$STACK_LOGS/job-intake.log"
+    stack_wait_http "http://127.0.0.1:$STACK_BILLING_PORT/readyz" billing "$STACK_LOGS/billing.log"
     stack_wait_http "$STACK_GATEWAY/readyz" gateway "$STACK_LOGS/gateway.log"
 
     local ctl=("$STACK_BIN/tollgatectl" --database-url "$STACK_DATABASE_URL")
@@ -84,7 +96,7 @@ stack_start_gateway() { # port [VAR=value ...]
     shift
     env "$@" GATEWAY__HTTP__PORT="$port" GATEWAY__DATABASE__URL="$STACK_DATABASE_URL" \
         GATEWAY__INTAKE_URL="http://127.0.0.1:$STACK_INTAKE_PORT" GATEWAY__INTERNAL_TOKEN="$STACK_TOKEN" \
-        RUST_LOG="${RUST_LOG:-warn}" \
+        GATEWAY__BILLING_URL="http://127.0.0.1:$STACK_BILLING_PORT" RUST_LOG="${RUST_LOG:-warn}" \
         "$STACK_BIN/tollgate-gateway" >"$STACK_LOGS/gateway-$port.log" 2>&1 &
     STACK_PIDS+=($!)
     stack_wait_http "http://127.0.0.1:$port/readyz" "gateway :$port" "$STACK_LOGS/gateway-$port.log"

@@ -90,3 +90,10 @@ In-cluster URL of the job-intake service, handed to the gateway.
 {{- define "tollgate.intakeUrl" -}}
 {{- printf "http://%s:%d" (include "tollgate.componentName" (dict "root" . "component" "job-intake")) (int .Values.jobIntake.service.port) }}
 {{- end }}
+
+{{/*
+In-cluster URL of the billing service, handed to the gateway.
+*/}}
+{{- define "tollgate.billingUrl" -}}
+{{- printf "http://%s:%d" (include "tollgate.componentName" (dict "root" . "component" "billing")) (int .Values.billing.service.port) }}
+{{- end }}

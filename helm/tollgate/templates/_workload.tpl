@@ -2,9 +2,9 @@
 The objects every Tollgate service has: ConfigMap, Deployment, Service, PodDisruptionBudget.
 Each takes one dict:
   root        the top-level context ($)
-  component   "gateway" | "job-intake" | "worker"
+  component   "gateway" | "job-intake" | "worker" | "billing"
   values      that service's values (.Values.gateway, ...)
-  envPrefix   the service's configuration prefix ("GATEWAY", "INTAKE", "WORKER")
+  envPrefix   the service's configuration prefix ("GATEWAY", "INTAKE", "WORKER", "BILLING")
   amqp        true when the service talks to RabbitMQ
   env         service-specific non-secret variables computed by the chart
 */}}
