@@ -370,6 +370,7 @@ impl Consumer {
                 failed_attempt,
                 rand::rng().random(),
             )),
+            mandatory: true,
         };
         self.broker
             .publish_batch(std::slice::from_ref(&message))
