@@ -20,11 +20,13 @@ echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(una
 stack_up billing 19200
 ctl=("$STACK_BIN/tollgatectl" --database-url "$STACK_DATABASE_URL")
 
-echo "== 1. billing run: ${BILLING_SUBSCRIPTIONS:-10000} subscriptions × ${BILLING_ENTRIES:-1000} ledger entries"
-drop_database tollgate_billing_bench >/dev/null 2>&1 || true
-ensure_database tollgate_billing_bench
-"$STACK_BIN/tollgate-loadgen-billing" --database-url "$(pg_url tollgate_billing_bench)" \
-    --subscriptions "${BILLING_SUBSCRIPTIONS:-10000}" --entries-per-subscription "${BILLING_ENTRIES:-1000}"
+if [ "${BILLING_SUBSCRIPTIONS:-10000}" -gt 0 ]; then # BILLING_SUBSCRIPTIONS=0 skips part 1
+    echo "== 1. billing run: ${BILLING_SUBSCRIPTIONS:-10000} subscriptions × ${BILLING_ENTRIES:-1000} ledger entries"
+    drop_database tollgate_billing_bench >/dev/null 2>&1 || true
+    ensure_database tollgate_billing_bench
+    "$STACK_BIN/tollgate-loadgen-billing" --database-url "$(pg_url tollgate_billing_bench)" \
+        --subscriptions "${BILLING_SUBSCRIPTIONS:-10000}" --entries-per-subscription "${BILLING_ENTRIES:-1000}"
+fi
 
 echo "== 2. gating overhead on submit latency, ${GATING_JOBS:-10000} jobs at ${GATING_RATE:-1000} jobs/s each"
 api() { # key path json

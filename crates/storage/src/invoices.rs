@@ -94,10 +94,44 @@ pub async fn insert_draft(
     Ok(true)
 }
 
+/// Creates many drafts at once (one statement for the headers, one for all lines), skipping
+/// every one whose subscription period already has an invoice. Returns the ids inserted.
+pub async fn insert_drafts(
+    conn: &mut AsyncPgConnection,
+    drafts: &[(InvoiceRow, Vec<InvoiceLineRow>)],
+) -> Result<Vec<Uuid>, StorageError> {
+    if drafts.is_empty() {
+        return Ok(Vec::new());
+    }
+    let headers: Vec<&InvoiceRow> = drafts.iter().map(|(h, _)| h).collect();
+    let inserted: Vec<Uuid> = diesel::insert_into(invoices::table)
+        .values(headers)
+        .on_conflict_do_nothing()
+        .returning(invoices::id)
+        .get_results(conn)
+        .await?;
+    let keep: std::collections::HashSet<Uuid> = inserted.iter().copied().collect();
+    let lines: Vec<(Uuid, &InvoiceLineRow)> = drafts
+        .iter()
+        .filter(|(h, _)| keep.contains(&h.id))
+        .flat_map(|(h, lines)| lines.iter().map(move |l| (h.id, l)))
+        .collect();
+    insert_line_rows(conn, &lines).await?;
+    Ok(inserted)
+}
+
 async fn insert_lines(
     conn: &mut AsyncPgConnection,
     invoice_id: Uuid,
     lines: &[InvoiceLineRow],
+) -> Result<(), StorageError> {
+    let rows: Vec<(Uuid, &InvoiceLineRow)> = lines.iter().map(|l| (invoice_id, l)).collect();
+    insert_line_rows(conn, &rows).await
+}
+
+async fn insert_line_rows(
+    conn: &mut AsyncPgConnection,
+    lines: &[(Uuid, &InvoiceLineRow)],
 ) -> Result<(), StorageError> {
     if lines.is_empty() {
         return Ok(());
@@ -105,23 +139,23 @@ async fn insert_lines(
     diesel::sql_query(
         "INSERT INTO invoice_lines (invoice_id, position, kind, description, metric, period_start, \
              period_end, quantity, unit_price, amount_minor, detail) \
-         SELECT $1, l.position, l.kind, l.description, l.metric, l.ps, l.pe, \
+         SELECT l.invoice_id, l.position, l.kind, l.description, l.metric, l.ps, l.pe, \
                 l.quantity::numeric, l.unit_price::numeric, l.amount, l.detail \
-         FROM unnest($2::int4[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
+         FROM unnest($1::uuid[], $2::int4[], $3::text[], $4::text[], $5::text[], $6::timestamptz[], \
                      $7::timestamptz[], $8::text[], $9::text[], $10::int8[], $11::jsonb[]) \
-              AS l (position, kind, description, metric, ps, pe, quantity, unit_price, amount, detail)",
+              AS l (invoice_id, position, kind, description, metric, ps, pe, quantity, unit_price, amount, detail)",
     )
-    .bind::<SqlUuid, _>(invoice_id)
-    .bind::<Array<Int4>, _>(lines.iter().map(|l| l.position).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(lines.iter().map(|l| l.kind.clone()).collect::<Vec<_>>())
-    .bind::<Array<Text>, _>(lines.iter().map(|l| l.description.clone()).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(lines.iter().map(|l| l.metric.clone()).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Timestamptz>>, _>(lines.iter().map(|l| l.period_start).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Timestamptz>>, _>(lines.iter().map(|l| l.period_end).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(lines.iter().map(|l| l.quantity.clone()).collect::<Vec<_>>())
-    .bind::<Array<Nullable<Text>>, _>(lines.iter().map(|l| l.unit_price.clone()).collect::<Vec<_>>())
-    .bind::<Array<Int8>, _>(lines.iter().map(|l| l.amount_minor).collect::<Vec<_>>())
-    .bind::<Array<Jsonb>, _>(lines.iter().map(|l| l.detail.clone()).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(lines.iter().map(|(id, _)| *id).collect::<Vec<_>>())
+    .bind::<Array<Int4>, _>(lines.iter().map(|(_, l)| l.position).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(lines.iter().map(|(_, l)| l.kind.clone()).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(lines.iter().map(|(_, l)| l.description.clone()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(lines.iter().map(|(_, l)| l.metric.clone()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamptz>>, _>(lines.iter().map(|(_, l)| l.period_start).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Timestamptz>>, _>(lines.iter().map(|(_, l)| l.period_end).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(lines.iter().map(|(_, l)| l.quantity.clone()).collect::<Vec<_>>())
+    .bind::<Array<Nullable<Text>>, _>(lines.iter().map(|(_, l)| l.unit_price.clone()).collect::<Vec<_>>())
+    .bind::<Array<Int8>, _>(lines.iter().map(|(_, l)| l.amount_minor).collect::<Vec<_>>())
+    .bind::<Array<Jsonb>, _>(lines.iter().map(|(_, l)| l.detail.clone()).collect::<Vec<_>>())
     .execute(conn)
     .await?;
     Ok(())

@@ -139,3 +139,50 @@ pub async fn aggregate(
         .load(conn)
         .await?)
 }
+
+/// A due subscription's summed usage of one metric in its current period.
+#[derive(Debug, Clone, QueryableByName)]
+pub struct DueSum {
+    #[diesel(sql_type = SqlUuid)]
+    pub subscription_id: Uuid,
+    #[diesel(sql_type = Timestamptz)]
+    pub period_start: DateTime<Utc>,
+    #[diesel(sql_type = Text)]
+    pub metric: String,
+    #[diesel(sql_type = Nullable<Text>)]
+    pub quantity: Option<String>,
+}
+
+/// Sums of weighted units per metric for the current period of every subscription (of one
+/// tenant, or all) that is due at `as_of` (period ended, not canceled, not trialing): the
+/// billing run's bulk aggregation, one statement for all of them. Runs in its own transaction
+/// with nested loops disabled: the planner underestimates the range join and would probe the
+/// ledger index once per subscription (measured 4× slower at 10,000 × 1,000 entries than one
+/// parallel hash join over the ledger).
+pub async fn due_sums(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Option<Uuid>,
+    as_of: DateTime<Utc>,
+) -> Result<Vec<DueSum>, StorageError> {
+    use diesel_async::AsyncConnection;
+    conn.transaction(async |conn| {
+        diesel::sql_query("SET LOCAL enable_nestloop = off")
+            .execute(conn)
+            .await?;
+        Ok(diesel::sql_query(
+            "SELECT s.id AS subscription_id, s.current_period_start AS period_start, e.metric, \
+                    SUM(e.weighted_units)::text AS quantity \
+             FROM subscriptions s \
+             JOIN ledger_entries e ON e.account_id = s.account_id AND e.tenant_id = s.tenant_id \
+              AND e.occurred_at >= s.current_period_start AND e.occurred_at < s.current_period_end \
+             WHERE s.status NOT IN ('canceled', 'trialing') AND s.current_period_end <= $2 \
+               AND ($1::uuid IS NULL OR s.tenant_id = $1) \
+             GROUP BY s.id, s.current_period_start, e.metric",
+        )
+        .bind::<Nullable<SqlUuid>, _>(tenant_id)
+        .bind::<Timestamptz, _>(as_of)
+        .load(conn)
+        .await?)
+    })
+    .await
+}

@@ -125,6 +125,59 @@ pub async fn save(
     Ok(())
 }
 
+/// Writes the period fields of many subscriptions in one statement (the billing run's period
+/// advance): status, plan, pending plan, period index and bounds, cancellation instant and
+/// downgrade grace; stamps `updated_at`.
+pub async fn save_advances(
+    conn: &mut AsyncPgConnection,
+    rows: &[SubscriptionRow],
+) -> Result<(), StorageError> {
+    use diesel::sql_types::{Array, Int4, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+    if rows.is_empty() {
+        return Ok(());
+    }
+    diesel::sql_query(
+        "UPDATE subscriptions s SET status = u.status, plan_version_id = u.plan, \
+             pending_plan_version_id = u.pending, period_index = u.idx, \
+             current_period_start = u.ps, current_period_end = u.pe, canceled_at = u.canceled, \
+             grace_plan_version_id = u.grace_plan, grace_until = u.grace_until, updated_at = now() \
+         FROM unnest($1::uuid[], $2::text[], $3::uuid[], $4::uuid[], $5::int4[], \
+                     $6::timestamptz[], $7::timestamptz[], $8::timestamptz[], $9::uuid[], \
+                     $10::timestamptz[]) \
+              AS u (id, status, plan, pending, idx, ps, pe, canceled, grace_plan, grace_until) \
+         WHERE s.id = u.id",
+    )
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.id).collect::<Vec<_>>())
+    .bind::<Array<Text>, _>(rows.iter().map(|r| r.status.clone()).collect::<Vec<_>>())
+    .bind::<Array<SqlUuid>, _>(rows.iter().map(|r| r.plan_version_id).collect::<Vec<_>>())
+    .bind::<Array<Nullable<SqlUuid>>, _>(
+        rows.iter()
+            .map(|r| r.pending_plan_version_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Int4>, _>(rows.iter().map(|r| r.period_index).collect::<Vec<_>>())
+    .bind::<Array<Timestamptz>, _>(
+        rows.iter()
+            .map(|r| r.current_period_start)
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Timestamptz>, _>(
+        rows.iter()
+            .map(|r| r.current_period_end)
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Timestamptz>>, _>(rows.iter().map(|r| r.canceled_at).collect::<Vec<_>>())
+    .bind::<Array<Nullable<SqlUuid>>, _>(
+        rows.iter()
+            .map(|r| r.grace_plan_version_id)
+            .collect::<Vec<_>>(),
+    )
+    .bind::<Array<Nullable<Timestamptz>>, _>(rows.iter().map(|r| r.grace_until).collect::<Vec<_>>())
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// One subscription of a tenant, locked for update when `lock` (inside a transaction).
 pub async fn find(
     conn: &mut AsyncPgConnection,

@@ -68,11 +68,27 @@ pub async fn run(ctx: &BillingContext, opts: &RunOptions) -> Result<RunReport, B
     let mut report = RunReport::default();
     let mut conn = tollgate_storage::pool::get(&ctx.pool).await?;
     let mut batches = 0;
+    // Drafts this run wrote were rated from the ledger moments ago; the refresh skips them.
+    let mut fresh = HashSet::new();
+    // All due periods' sums in one statement (see `period_usage::due_sums`); batches use them
+    // and aggregate only what is missing (later periods of a subscription far behind, other
+    // aggregations, adjustments). Usage recorded after this read reaches the draft at its next
+    // refresh and, at the latest, when it is finalized (finalization re-rates).
+    let mut prefetched: Prefetched = HashMap::new();
+    if opts.max_close_batches.is_none_or(|n| n > 0) {
+        for row in period_usage::due_sums(&mut conn, opts.tenant, opts.as_of).await? {
+            prefetched
+                .entry((row.subscription_id, row.period_start))
+                .or_default()
+                .insert(row.metric, parse_decimal(row.quantity.as_deref())?);
+        }
+    }
     loop {
         if opts.max_close_batches.is_some_and(|max| batches >= max) {
             return Ok(report);
         }
-        let step = close_batch(ctx, &mut conn, opts).await?;
+        let (step, created) = close_batch(ctx, &mut conn, opts, &prefetched).await?;
+        fresh.extend(created);
         batches += 1;
         report.periods_closed += step.periods_closed;
         report.trials_ended += step.trials_ended;
@@ -84,7 +100,7 @@ pub async fn run(ctx: &BillingContext, opts: &RunOptions) -> Result<RunReport, B
     }
     let mut after = None;
     loop {
-        let (count, last) = refresh_batch(&mut conn, opts, after).await?;
+        let (count, last) = refresh_batch(&mut conn, opts, after, &fresh).await?;
         report.drafts_refreshed += count;
         match last {
             Some(id) => after = Some(id),
@@ -102,11 +118,15 @@ pub async fn run(ctx: &BillingContext, opts: &RunOptions) -> Result<RunReport, B
     Ok(report)
 }
 
+/// Summed usage per (subscription, period start): metric → weighted units.
+type Prefetched = HashMap<(Uuid, DateTime<Utc>), HashMap<String, Decimal>>;
+
 async fn close_batch(
     ctx: &BillingContext,
     conn: &mut AsyncPgConnection,
     opts: &RunOptions,
-) -> Result<RunReport, BillingError> {
+    prefetched: &Prefetched,
+) -> Result<(RunReport, Vec<Uuid>), BillingError> {
     let opts = opts.clone();
     conn.transaction(async move |conn| {
             let mut report = RunReport::default();
@@ -123,36 +143,45 @@ async fn close_batch(
                     sub.clone(),
                 ));
             }
-            let rated = rate_invoices(conn, &drafts, &mut plans).await?;
+            let rated = rate_invoices(conn, &drafts, &mut plans, prefetched).await?;
+            let mut rows = Vec::with_capacity(drafts.len());
             for ((mut header, _), result) in drafts.into_iter().zip(rated) {
                 match result {
                     Ok(rated) => {
                         header.subtotal_minor = rated.totals.subtotal_minor;
                         header.discount_minor = rated.totals.discount_minor;
                         header.total_minor = rated.totals.total_minor;
-                        if invoices::insert_draft(conn, &header, &rated.lines).await? {
-                            report.drafts_created += 1;
-                        }
+                        rows.push((header, rated.lines));
                     }
                     Err(err) => {
                         // The period still closes: the draft is written with no lines and is
                         // rated again by every refresh until it rates.
                         tracing::error!(error = %err, subscription = %header.subscription_id.unwrap_or_default(), "could not rate period");
                         report.failed += 1;
-                        invoices::insert_draft(conn, &header, &[]).await?;
+                        rows.push((header, Vec::new()));
                     }
                 }
             }
+            let created = invoices::insert_drafts(conn, &rows).await?;
+            report.drafts_created = created.len();
+            let mut advanced = Vec::with_capacity(due.len());
+            let mut changes = Vec::new();
             for sub in due {
-                let trial = sub.status == "trialing";
-                advance(ctx, conn, sub, &mut plans).await?;
-                if trial {
+                if sub.status == "trialing" {
                     report.trials_ended += 1;
                 } else {
                     report.periods_closed += 1;
                 }
+                let (row, mut history, announce) = advance(sub, &mut plans, conn).await?;
+                if let Some(change) = announce {
+                    crate::events::subscription_updated(ctx, conn, &row, &mut plans, change).await?;
+                }
+                changes.append(&mut history);
+                advanced.push(row);
             }
-            Ok(report)
+            subscriptions::save_advances(conn, &advanced).await?;
+            subscriptions::record_changes(conn, &changes).await?;
+            Ok((report, created))
         })
     .await
 }
@@ -196,15 +225,22 @@ pub(crate) fn draft_header(
 }
 
 /// Moves a subscription past its current period: a trial becomes active (or canceled), a paid
-/// period advances (applying a scheduled plan change or a cancellation at period end).
+/// period advances (applying a scheduled plan change or a cancellation at period end). Returns
+/// the row to save, its history entries and the change to announce, if any.
 async fn advance(
-    ctx: &BillingContext,
-    conn: &mut AsyncPgConnection,
     mut sub: SubscriptionRow,
     plans: &mut PlanCache,
-) -> Result<(), BillingError> {
+    conn: &mut AsyncPgConnection,
+) -> Result<
+    (
+        SubscriptionRow,
+        Vec<NewSubscriptionChange>,
+        Option<&'static str>,
+    ),
+    BillingError,
+> {
     let ended = sub.current_period_end;
-    let before = sub.clone();
+    let before_status = sub.status.clone();
     let mut changes = Vec::new();
     let mut announce = None;
     if sub.status == "trialing" {
@@ -233,7 +269,7 @@ async fn advance(
         sub.status = "canceled".into();
         sub.canceled_at = Some(ended);
         changes.push(NewSubscriptionChange {
-            from_status: Some(before.status.clone()),
+            from_status: Some(before_status),
             to_status: Some("canceled".into()),
             ..NewSubscriptionChange::new(sub.id, "cancel", ended)
         });
@@ -262,25 +298,25 @@ async fn advance(
         sub.grace_until = None;
         sub.grace_plan_version_id = None;
     }
-    subscriptions::save(conn, &mut sub).await?;
-    subscriptions::record_changes(conn, &changes).await?;
-    if let Some(change) = announce {
-        crate::events::subscription_updated(ctx, conn, &sub, plans, change).await?;
-    }
-    Ok(())
+    Ok((sub, changes, announce))
 }
 
 async fn refresh_batch(
     conn: &mut AsyncPgConnection,
     opts: &RunOptions,
     after: Option<Uuid>,
+    fresh: &HashSet<Uuid>,
 ) -> Result<(usize, Option<Uuid>), BillingError> {
     let opts = opts.clone();
     conn.transaction(async move |conn| {
         let drafts =
             invoices::claim_drafts(conn, opts.tenant, opts.as_of, false, opts.batch, after).await?;
         let last = drafts.last().map(|d| d.id);
-        let count = rerate(conn, drafts).await?.len();
+        let stale = drafts
+            .into_iter()
+            .filter(|d| !fresh.contains(&d.id))
+            .collect();
+        let count = rerate(conn, stale).await?.len();
         Ok((count, last))
     })
     .await
@@ -302,7 +338,7 @@ pub(crate) async fn rerate(
         items.push((draft, sub));
     }
     let mut plans = PlanCache::default();
-    let rated = rate_invoices(conn, &items, &mut plans).await?;
+    let rated = rate_invoices(conn, &items, &mut plans, &HashMap::new()).await?;
     let mut out = Vec::with_capacity(items.len());
     for ((mut draft, _), result) in items.into_iter().zip(rated) {
         match result {
@@ -436,6 +472,7 @@ async fn rate_invoices(
     conn: &mut AsyncPgConnection,
     items: &[(InvoiceRow, SubscriptionRow)],
     plans: &mut PlanCache,
+    prefetched: &Prefetched,
 ) -> Result<Vec<Result<RatedInvoice, PricingError>>, BillingError> {
     if items.is_empty() {
         return Ok(Vec::new());
@@ -493,8 +530,24 @@ async fn rate_invoices(
         }
     }
 
-    // Aggregate: sums for everything, then the other aggregations metric by metric.
+    // Aggregate: sums for everything (from the run's prefetch where it has the period), then
+    // the other aggregations metric by metric.
     let mut book = UsageBook::default();
+    let mut known: HashSet<i32> = HashSet::new();
+    for (i, (inv, sub)) in items.iter().enumerate() {
+        // A cut-short period (cancellation) is not what the prefetch summed.
+        if inv.period_end != inv.full_period_end {
+            continue;
+        }
+        if let Some(sums) = prefetched.get(&(sub.id, inv.period_start)) {
+            known.insert(i as i32);
+            for (metric, q) in sums {
+                book.sums.insert((i as i32, metric.clone()), *q);
+            }
+        }
+    }
+    // Periods absent from the prefetch (no usage at all, or not due when it ran) are summed
+    // below with the batch's windows; an empty one costs one index probe.
     let mut tenant_aggs: HashMap<Uuid, HashMap<String, Aggregation>> = HashMap::new();
     for tenant in &tenants {
         let metrics = aggregations(conn, *tenant).await?;
@@ -503,7 +556,12 @@ async fn rate_invoices(
             .filter(|(t, _)| t == tenant)
             .map(|(_, w)| w.clone())
             .collect();
-        for row in period_usage::sums(conn, *tenant, &tenant_windows).await? {
+        let unknown: Vec<UsageWindow> = tenant_windows
+            .iter()
+            .filter(|w| !known.contains(&w.key))
+            .cloned()
+            .collect();
+        for row in period_usage::sums(conn, *tenant, &unknown).await? {
             book.sums.insert(
                 (row.key, row.metric),
                 parse_decimal(row.quantity.as_deref())?,
