@@ -118,7 +118,12 @@ drop_database "$QS_DATABASE"
 ensure_database "$QS_DATABASE"
 DB_URL=$(pg_url "$QS_DATABASE")
 AMQP=$AMQP_URL_DETECTED
-ctl() { DATABASE_URL=$DB_URL TOLLGATE_AMQP_PREFIX=$AMQP_PREFIX "$CTL_BIN" "$@"; }
+# tollgatectl's billing commands write invoice PDFs where the billing service would.
+ctl() {
+    DATABASE_URL=$DB_URL TOLLGATE_AMQP_PREFIX=$AMQP_PREFIX BILLING__DOCUMENTS__ROOT=${ARTIFACTS_DIR:-} \
+        BILLING__DOCUMENTS__SIGNING_KEY=${SIGNING_KEY:-} BILLING__DOCUMENTS__PUBLIC_BASE_URL=$GATEWAY \
+        "$CTL_BIN" "$@"
+}
 ctl migrate
 
 # ---------------------------------------------------------------------------------------------
@@ -162,7 +167,7 @@ start() {
 
 INTERNAL_TOKEN=qs_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 # Invoice PDFs (billing) and artifacts (job-intake) share one store and link-signing key.
-DOCS_DIR=$ROOT/.tollgate/quickstart/artifacts
+ARTIFACTS_DIR=$ROOT/.tollgate/quickstart/artifacts
 SIGNING_KEY=qs_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 
 step "Starting services"
@@ -175,7 +180,7 @@ start job-intake \
     INTAKE__AMQP__QUEUE_TYPE=classic \
     INTAKE__AMQP__QUEUE_EXPIRES_MS=600000 \
     INTAKE__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
-    INTAKE__ARTIFACTS__ROOT="$DOCS_DIR" \
+    INTAKE__ARTIFACTS__ROOT="$ARTIFACTS_DIR" \
     INTAKE__ARTIFACTS__SIGNING_KEY="$SIGNING_KEY" \
     INTAKE__ARTIFACTS__PUBLIC_BASE_URL="$GATEWAY" \
     "$BIN/tollgate-job-intake"
@@ -193,7 +198,7 @@ start billing \
     BILLING__DATABASE__URL="$DB_URL" \
     BILLING__AMQP__PREFIX="$AMQP_PREFIX" \
     BILLING__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
-    BILLING__DOCUMENTS__ROOT="$DOCS_DIR" \
+    BILLING__DOCUMENTS__ROOT="$ARTIFACTS_DIR" \
     BILLING__DOCUMENTS__SIGNING_KEY="$SIGNING_KEY" \
     BILLING__DOCUMENTS__PUBLIC_BASE_URL="$GATEWAY" \
     "$BIN/tollgate-billing"

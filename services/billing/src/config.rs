@@ -34,6 +34,7 @@ interval_secs = 60
 batch = 500
 grace_secs = 259200
 thresholds_interval_ms = 1000
+reconcile_interval_secs = 86400
 
 [documents]
 store = "local"
@@ -83,6 +84,9 @@ pub struct SchedulerConfig {
     pub grace_secs: i64,
     /// Milliseconds between publishing recorded quota thresholds.
     pub thresholds_interval_ms: u64,
+    /// Seconds between scheduled reconciliations of the previous calendar month (UTC) for
+    /// every tenant with invoices in it (default daily; discrepancies go to the audit table).
+    pub reconcile_interval_secs: u64,
 }
 
 impl BillingConfig {
@@ -108,6 +112,11 @@ impl BillingConfig {
         config::require(
             self.scheduler.interval_secs > 0,
             "scheduler.interval_secs",
+            "must be at least 1",
+        )?;
+        config::require(
+            self.scheduler.reconcile_interval_secs > 0,
+            "scheduler.reconcile_interval_secs",
             "must be at least 1",
         )?;
         config::require(

@@ -204,6 +204,11 @@ pub async fn start(
             config.scheduler.clone(),
             cancel.child_token(),
         )));
+        tasks.push(tokio::spawn(reconciler(
+            context.clone(),
+            Duration::from_secs(config.scheduler.reconcile_interval_secs),
+            cancel.child_token(),
+        )));
     }
     tasks.push(tokio::spawn(threshold_publisher(
         context.clone(),
@@ -279,6 +284,21 @@ async fn scheduler(
         match run::run(&ctx, &opts).await {
             Ok(report) => tracing::info!(?report, "billing pass done"),
             Err(err) => tracing::warn!(error = %err, "billing pass failed; retrying next tick"),
+        }
+    }
+}
+
+/// Reconciles the previous calendar month (UTC) of every tenant with invoices in it, every
+/// `interval`; each run and its discrepancies are recorded in the audit tables.
+async fn reconciler(ctx: BillingContext, interval: Duration, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(interval);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        if let Err(err) = reconcile::reconcile_last_month(&ctx.pool, chrono::Utc::now()).await {
+            tracing::warn!(error = %err, "scheduled reconciliation failed; retrying next tick");
         }
     }
 }

@@ -239,6 +239,44 @@ pub async fn reconcile(
     })
 }
 
+/// The scheduled reconciliation: the calendar month (UTC) before `now`, for every tenant with
+/// invoices in it. Returns the reports; a tenant's failure is logged and the others go on.
+pub async fn reconcile_last_month(
+    pool: &tollgate_storage::PgPool,
+    now: DateTime<Utc>,
+) -> Result<Vec<(Uuid, ReconcileReport)>, BillingError> {
+    use chrono::{Datelike, TimeZone};
+    let this_month = Utc
+        .with_ymd_and_hms(now.year(), now.month(), 1, 0, 0, 0)
+        .single()
+        .ok_or_else(|| BillingError::Corrupt("month start".into()))?;
+    let from = this_month
+        .checked_sub_months(chrono::Months::new(1))
+        .ok_or_else(|| BillingError::Corrupt("month start".into()))?;
+    let mut conn = tollgate_storage::pool::get(pool).await?;
+    let tenants: Vec<Uuid> = tollgate_storage::schema::invoices::table
+        .filter(tollgate_storage::schema::invoices::period_start.ge(from))
+        .filter(tollgate_storage::schema::invoices::period_start.lt(this_month))
+        .select(tollgate_storage::schema::invoices::tenant_id)
+        .distinct()
+        .load(&mut conn)
+        .await
+        .map_err(StorageError::from)?;
+    let mut out = Vec::with_capacity(tenants.len());
+    for tenant in tenants {
+        match reconcile(&mut conn, tenant, from, this_month).await {
+            Ok(report) => {
+                if !report.discrepancies.is_empty() {
+                    tracing::warn!(%tenant, run = %report.run_id, discrepancies = report.discrepancies.len(), "reconciliation found discrepancies");
+                }
+                out.push((tenant, report));
+            }
+            Err(err) => tracing::error!(%tenant, error = %err, "reconciliation failed"),
+        }
+    }
+    Ok(out)
+}
+
 #[derive(QueryableByName)]
 struct MissingRow {
     #[diesel(sql_type = diesel::sql_types::Uuid)]
