@@ -720,6 +720,32 @@ async fn a_billing_run_stopped_half_way_and_rerun_invoices_each_period_once() {
         "{:?}",
         report.discrepancies
     );
+    // The scheduled job reconciles the previous calendar month of every tenant with invoices.
+    let next_month = {
+        use chrono::{Datelike, TimeZone};
+        let first = Utc
+            .with_ymd_and_hms(s.year(), s.month(), 1, 0, 0, 0)
+            .single()
+            .expect("month");
+        first
+            .checked_add_months(chrono::Months::new(1))
+            .expect("next")
+            + TimeDelta::days(1)
+    };
+    let scheduled = tollgate_billing::reconcile::reconcile_last_month(&app.pool, next_month)
+        .await
+        .expect("scheduled reconcile");
+    let ours = scheduled
+        .iter()
+        .find(|(tenant, _)| *tenant == app.tenant.as_uuid())
+        .expect("our tenant reconciled");
+    assert_eq!(ours.1.checked, 30);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM reconciliation_runs")
+            .await,
+        2,
+        "both runs are recorded"
+    );
     drop(conn);
     app.stop().await;
 }
