@@ -41,6 +41,8 @@ pub struct Options {
     pub intake_pg_server_url: Option<String>,
     /// The gateway's `metering.flush_interval_ms` (default: the compiled-in one).
     pub metering_flush_interval_ms: Option<u64>,
+    /// job-intake's `entitlements.refresh_ms` (default: the compiled-in one).
+    pub entitlements_refresh_ms: Option<u64>,
 }
 
 impl Default for Options {
@@ -51,6 +53,7 @@ impl Default for Options {
             rate_limit_per_minute: 100_000,
             intake_pg_server_url: None,
             metering_flush_interval_ms: None,
+            entitlements_refresh_ms: None,
         }
     }
 }
@@ -139,6 +142,9 @@ impl TestApp {
         );
         intake_cfg.internal_token = internal_token.clone();
         intake_cfg.relay.poll_interval_ms = 50;
+        if let Some(ms) = options.entitlements_refresh_ms {
+            intake_cfg.entitlements.refresh_ms = ms;
+        }
         intake_cfg.catalog_cache_ttl_ms = 0;
         let artifacts_dir = std::env::temp_dir().join(format!(
             "tollgate-artifacts-{}",

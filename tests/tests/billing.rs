@@ -532,6 +532,78 @@ async fn a_canceled_subscription_gets_402_on_the_next_job_and_a_final_invoice() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscription_changes_reach_intake_through_billings_events() {
+    // Intake's periodic change read is slowed to a minute: only billing's
+    // `subscription.updated` events (outbox → relay → events exchange → intake) can make the
+    // new subscription and then its cancellation visible within the test.
+    let app = TestApp::spawn_with(tollgate_e2e::Options {
+        entitlements_refresh_ms: Some(60_000),
+        ..Default::default()
+    })
+    .await;
+    app.apply_metrics(METRICS).await;
+    apply_catalog(&app, CATALOG).await;
+    app.add_job_type("render", "/render", 2, 3, 4096).await;
+    Mock::given(method("POST"))
+        .and(path("/render"))
+        .respond_with(ok_units(3))
+        .mount(&app.executor)
+        .await;
+    account(&app, "eta").await;
+    app.ctl(&[
+        "tenant",
+        "set-billing",
+        "--tenant",
+        &app.tenant_name,
+        "--enforce",
+        "true",
+    ])
+    .await
+    .expect("enforce");
+    let sub = subscribe(&app, "eta", "pro", start_instant()).await;
+    let subscribed = Instant::now();
+    let mut n = 0;
+    loop {
+        n += 1;
+        let job = json!({ "type": "render", "input": { "n": n }, "workspace": "eta-ws" });
+        let (status, body) = app.submit(&job, None).await;
+        if status == 202 {
+            break;
+        }
+        assert!(
+            subscribed.elapsed() < Duration::from_secs(3),
+            "the subscription event never reached intake: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (status, body) = app
+        .post_json(
+            &format!(
+                "/v1/subscriptions/{}/cancel",
+                sub["id"].as_str().expect("id")
+            ),
+            &json!({ "when": "now" }),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let canceled = Instant::now();
+    loop {
+        n += 1;
+        let job = json!({ "type": "render", "input": { "n": n }, "workspace": "eta-ws" });
+        let (status, _) = app.submit(&job, None).await;
+        if status == 402 {
+            break;
+        }
+        assert!(
+            canceled.elapsed() < Duration::from_secs(1),
+            "still accepted after 1 s"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_thresholds_are_published_once_each_and_the_hard_limit_refuses_with_402() {
     let app = app_with_account("delta").await;
     app.ctl(&[

@@ -42,7 +42,10 @@
 //! can be passed by at most what the other replicas accept within `refresh_ms`.
 //!
 //! # Freshness, start-up and outages
-//! Every `entitlements.refresh_ms` (200 ms) the task reads the rows changed since the
+//! Billing announces every subscription change as a `subscription.updated` event (outbox →
+//! relay → the events exchange); each intake process listens on a queue of its own and runs
+//! a change read as soon as one arrives ([`Entitlements::spawn_event_listener`]). Besides,
+//! every `entitlements.refresh_ms` (200 ms) the task reads the rows changed since the
 //! previous read minus `entitlements.overlap_ms` (see `tollgate_storage::entitlements` for
 //! why the windows overlap and why re-applying rows is harmless); every
 //! `entitlements.full_resync_secs` (60 s) it reads everything again. Until the first read
@@ -69,6 +72,7 @@ use prometheus::{Gauge, IntCounterVec, Opts, Registry};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_domain::usage::Subject;
+use tollgate_messaging::Broker;
 use tollgate_storage::entitlements::{
     self as rows, AccountNameRow, PlanEntitlementsRow, QuotaCounterRow, SubscriptionGateRow,
     WorkspaceNameRow,
@@ -241,6 +245,9 @@ pub struct Entitlements {
     checks: IntCounterVec,
     refreshes: IntCounterVec,
     refreshed_at: Gauge,
+    /// Woken by billing's `subscription.*` events ([`Entitlements::spawn_event_listener`]):
+    /// the refresh task reads the changes at once instead of at its next tick.
+    wake: tokio::sync::Notify,
 }
 
 impl Entitlements {
@@ -283,6 +290,7 @@ impl Entitlements {
             checks,
             refreshes,
             refreshed_at,
+            wake: tokio::sync::Notify::new(),
         }))
     }
 
@@ -591,6 +599,94 @@ impl Entitlements {
         tokio::spawn(async move { this.refresh_loop(pool, cancel).await })
     }
 
+    /// Listens for billing's `subscription.*` events on the events exchange (one exclusive,
+    /// auto-deleted queue per process, so every replica hears every event) and wakes the
+    /// refresh task for each, so a subscription change made in billing reaches gating as soon
+    /// as the outbox relay publishes it. The periodic change read stays as the safety net
+    /// for events missed while the broker was away; after every (re)connection one refresh is
+    /// triggered for the same reason. Stops when `cancel` fires.
+    pub fn spawn_event_listener(
+        self: &Arc<Self>,
+        broker: Broker,
+        cancel: CancellationToken,
+    ) -> JoinHandle<()> {
+        let this = Arc::clone(self);
+        tokio::spawn(async move { this.listen(broker, cancel).await })
+    }
+
+    async fn listen(self: Arc<Self>, broker: Broker, cancel: CancellationToken) {
+        use futures_util::StreamExt;
+        use lapin::options::{BasicConsumeOptions, QueueBindOptions, QueueDeclareOptions};
+        use lapin::types::FieldTable;
+        let pause = |ms| tokio::time::sleep(Duration::from_millis(ms));
+        while !cancel.is_cancelled() {
+            if !broker.is_ready() {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = pause(200) => continue,
+                }
+            }
+            let exchange = broker.topology().events_exchange();
+            let subscribed = async {
+                let channel = broker.open_channel().await?;
+                let queue = channel
+                    .queue_declare(
+                        "".into(),
+                        QueueDeclareOptions {
+                            exclusive: true,
+                            auto_delete: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                channel
+                    .queue_bind(
+                        queue.name().as_str().into(),
+                        exchange.as_str().into(),
+                        "subscription.#".into(),
+                        QueueBindOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await?;
+                let consumer = channel
+                    .basic_consume(
+                        queue.name().as_str().into(),
+                        "intake-entitlements".into(),
+                        BasicConsumeOptions {
+                            no_ack: true,
+                            ..Default::default()
+                        },
+                        FieldTable::default(),
+                    )
+                    .await?;
+                Ok::<_, tollgate_messaging::MessagingError>((channel, consumer))
+            }
+            .await;
+            let (_channel, mut consumer) = match subscribed {
+                Ok(pair) => pair,
+                Err(error) => {
+                    tracing::warn!(%error, "cannot listen for subscription events; retrying");
+                    tokio::select! {
+                        _ = cancel.cancelled() => return,
+                        _ = pause(500) => continue,
+                    }
+                }
+            };
+            // Whatever changed while nobody listened.
+            self.wake.notify_one();
+            loop {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    next = consumer.next() => match next {
+                        Some(Ok(_)) => self.wake.notify_one(),
+                        _ => break,
+                    },
+                }
+            }
+        }
+    }
+
     async fn refresh_loop(self: Arc<Self>, pool: PgPool, cancel: CancellationToken) {
         let every = Duration::from_millis(self.config.refresh_ms);
         let full_every = Duration::from_secs(self.config.full_resync_secs);
@@ -601,6 +697,7 @@ impl Entitlements {
             tokio::select! {
                 _ = cancel.cancelled() => return,
                 _ = tokio::time::sleep(every) => {}
+                _ = self.wake.notified() => {}
             }
             let full = !self.is_loaded() || last_full.elapsed() >= full_every;
             match self.refresh(&pool, full).await {

@@ -205,12 +205,14 @@ pub async fn start(
     let handle = tollgate_runtime::http::spawn_server("job-intake", server);
     let entitlements_task =
         entitlements_for_refresh.spawn_refresh(refresh_pool, cancel.child_token());
+    let entitlements_events =
+        entitlements_for_refresh.spawn_event_listener(broker.clone(), cancel.child_token());
     tracing::info!(%addr, "job-intake listening");
     Ok(RunningIntake {
         addr,
         broker,
         server: handle,
-        tasks: vec![relay_task, entitlements_task],
+        tasks: vec![relay_task, entitlements_task, entitlements_events],
         cancel,
     })
 }
