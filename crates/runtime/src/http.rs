@@ -218,3 +218,30 @@ pub async fn not_found() -> HttpResponse {
 pub const TENANT_HEADER: &str = "x-tollgate-tenant";
 /// Header carrying the shared internal token between the gateway and internal services.
 pub const INTERNAL_TOKEN_HEADER: &str = "x-tollgate-internal-token";
+
+/// The tenant the gateway authenticated and forwarded (`x-tollgate-tenant`), for an internal
+/// service: when `internal_token` is set, the request must carry it in
+/// `x-tollgate-internal-token` (compared in constant time; the length is not secret). Records
+/// the tenant on the request's span. None: token missing or wrong, or no valid tenant header
+/// (the caller answers 401).
+pub fn forwarded_tenant(
+    req: &actix_web::HttpRequest,
+    internal_token: &str,
+) -> Option<tollgate_domain::TenantId> {
+    use subtle::ConstantTimeEq;
+    if !internal_token.is_empty() {
+        let presented = req.headers().get(INTERNAL_TOKEN_HEADER)?.as_bytes();
+        if !bool::from(presented.ct_eq(internal_token.as_bytes())) {
+            return None;
+        }
+    }
+    let tenant = req
+        .headers()
+        .get(TENANT_HEADER)?
+        .to_str()
+        .ok()?
+        .parse::<tollgate_domain::TenantId>()
+        .ok()?;
+    tracing::Span::current().record("tenant_id", tracing::field::display(&tenant));
+    Some(tenant)
+}

@@ -19,9 +19,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
-use tollgate_domain::{AccountId, InvoiceId, SubscriptionId, TenantId};
-use tollgate_runtime::http::{INTERNAL_TOKEN_HEADER, TENANT_HEADER};
+use tollgate_domain::{AccountId, InvoiceId, SubscriptionId};
 use tollgate_storage::invoices::{self, InvoiceFilter};
 use tollgate_storage::subscriptions::SubscriptionRow;
 use uuid::Uuid;
@@ -61,25 +59,11 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         .route("/v1/billing/runs", web::post().to(billing_run));
 }
 
+/// The tenant the gateway authenticated, after checking the internal token (401 otherwise).
 fn tenant(req: &HttpRequest, state: &AppState) -> Result<Uuid, BillingError> {
-    if !state.internal_token.is_empty() {
-        let presented = req
-            .headers()
-            .get(INTERNAL_TOKEN_HEADER)
-            .map(|v| v.as_bytes())
-            .unwrap_or_default();
-        if !bool::from(presented.ct_eq(state.internal_token.as_bytes())) {
-            return Err(BillingError::Unauthenticated);
-        }
-    }
-    let tenant = req
-        .headers()
-        .get(TENANT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<TenantId>().ok())
-        .ok_or(BillingError::Unauthenticated)?;
-    tracing::Span::current().record("tenant_id", tracing::field::display(&tenant));
-    Ok(tenant.as_uuid())
+    tollgate_runtime::http::forwarded_tenant(req, &state.internal_token)
+        .map(|t| t.as_uuid())
+        .ok_or(BillingError::Unauthenticated)
 }
 
 async fn conn(state: &AppState) -> Result<tollgate_storage::PooledConn, BillingError> {

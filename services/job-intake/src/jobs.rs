@@ -7,12 +7,10 @@ use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use subtle::ConstantTimeEq;
 use tollgate_domain::{
     request_hash, Envelope, IdempotencyKey, JobCommand, JobId, JobStatus, JobTypeName, TenantId,
 };
 use tollgate_messaging::Topology;
-use tollgate_runtime::http::{INTERNAL_TOKEN_HEADER, TENANT_HEADER};
 use tollgate_storage::jobs::{InsertOutcome, JobFilter};
 use tollgate_storage::models::{JobRow, NewJob, NewOutboxMessage};
 use uuid::Uuid;
@@ -101,28 +99,10 @@ pub struct JobListResponse {
     pub next_cursor: Option<String>,
 }
 
-/// The tenant the gateway authenticated, after checking the internal token.
+/// The tenant the gateway authenticated, after checking the internal token (401 otherwise).
 pub(crate) fn tenant(req: &HttpRequest, state: &AppState) -> Result<TenantId, ApiError> {
-    if !state.internal_token.is_empty() {
-        let presented = req
-            .headers()
-            .get(INTERNAL_TOKEN_HEADER)
-            .map(|v| v.as_bytes());
-        let expected = state.internal_token.as_bytes();
-        // Constant time (the length is not secret).
-        let ok = presented.is_some_and(|p| bool::from(p.ct_eq(expected)));
-        if !ok {
-            return Err(ApiError::Unauthenticated);
-        }
-    }
-    let tenant = req
-        .headers()
-        .get(TENANT_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<TenantId>().ok())
-        .ok_or(ApiError::Unauthenticated)?;
-    tracing::Span::current().record("tenant_id", tracing::field::display(&tenant));
-    Ok(tenant)
+    tollgate_runtime::http::forwarded_tenant(req, &state.internal_token)
+        .ok_or(ApiError::Unauthenticated)
 }
 
 /// What the core submission function was asked to do.
