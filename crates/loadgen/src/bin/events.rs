@@ -61,6 +61,10 @@ struct Args {
     /// Requests per gateway for the comparison.
     #[arg(long, default_value_t = 5000)]
     compare_requests: u64,
+    /// Bill the events to this account (external id): with a subscription whose plan has a
+    /// quota on the metric, every write also updates the quota counter.
+    #[arg(long)]
+    account: Option<String>,
 }
 
 fn histogram() -> anyhow::Result<Histogram<u64>> {
@@ -143,11 +147,15 @@ async fn main() -> anyhow::Result<()> {
                 let last = (first + args.batch_size).min(args.events);
                 let events: Vec<serde_json::Value> = (first..last)
                     .map(|i| {
-                        json!({
+                        let mut event = json!({
                             "id": format!("{run}-{i}"),
                             "metric": args.metric,
                             "properties": { "value": 1 + i % 7 }
-                        })
+                        });
+                        if let Some(account) = &args.account {
+                            event["account"] = json!(account);
+                        }
+                        event
                     })
                     .collect();
                 let body = json!({ "events": events });
