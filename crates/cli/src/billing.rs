@@ -435,14 +435,9 @@ pub async fn invoice(
             }
         }
         InvoiceCommand::Void { id, reason, .. } => {
-            if reason.trim().is_empty() {
-                bail!("--reason must not be empty");
-            }
-            invoices::void(conn, tenant, invoice_id(&id)?, reason.trim())
+            tollgate_billing::invoicing::void(conn, tenant, invoice_id(&id)?, &reason)
                 .await
-                .map_err(|_| {
-                    anyhow::anyhow!("INVOICE_STATE: only a finalized, unpaid invoice can be voided")
-                })?;
+                .map_err(explain)?;
             println!("voided {id}");
         }
         InvoiceCommand::Credit {

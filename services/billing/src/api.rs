@@ -143,7 +143,15 @@ async fn view(
     conn: &mut tollgate_storage::AsyncPgConnection,
     sub: &SubscriptionRow,
 ) -> Result<SubscriptionView, BillingError> {
-    let mut plans = PlanCache::default();
+    view_with(conn, sub, &mut PlanCache::default()).await
+}
+
+/// [`view`] with plan versions from `plans` (a list reads each version once).
+async fn view_with(
+    conn: &mut tollgate_storage::AsyncPgConnection,
+    sub: &SubscriptionRow,
+    plans: &mut PlanCache,
+) -> Result<SubscriptionView, BillingError> {
     let plan = plans.get(conn, sub.plan_version_id).await?.version.clone();
     let pending = match sub.pending_plan_version_id {
         Some(id) => Some(plans.get(conn, id).await?.version.plan_code.clone()),
@@ -266,8 +274,9 @@ async fn list_subscriptions(
     let rows =
         tollgate_storage::subscriptions::list(&mut conn, tenant, account, before, limit).await?;
     let mut data = Vec::with_capacity(rows.len());
+    let mut plans = PlanCache::default();
     for row in &rows {
-        data.push(view(&mut conn, row).await?);
+        data.push(view_with(&mut conn, row, &mut plans).await?);
     }
     let next = (rows.len() as i64 == limit)
         .then(|| data.last().map(|v| v.id.clone()))
@@ -509,10 +518,35 @@ async fn list_invoices(
             .content_type("text/csv; charset=utf-8")
             .body(body));
     }
+    let issuer = if rows.is_empty() {
+        String::new()
+    } else {
+        tollgate_storage::tenants::find_tenant(&mut conn, tenant)
+            .await?
+            .ok_or_else(|| BillingError::Corrupt("invoice tenant missing".into()))?
+            .name
+    };
+    let account_ids: Vec<Uuid> = rows.iter().map(|r| r.account_id).collect();
+    let accounts: std::collections::HashMap<Uuid, _> =
+        tollgate_storage::accounts::accounts_by_id(&mut conn, tenant, &account_ids)
+            .await?
+            .into_iter()
+            .map(|a| (a.id, a))
+            .collect();
     let mut data = Vec::with_capacity(rows.len());
     for r in &rows {
+        let account = accounts
+            .get(&r.account_id)
+            .ok_or_else(|| BillingError::Corrupt("invoice account missing".into()))?;
         let lines = invoices::lines(&mut conn, r.id).await?;
-        data.push(InvoiceView::build(&mut conn, r, lines, Vec::new(), None).await?);
+        data.push(InvoiceView::from_parts(
+            r,
+            lines,
+            Vec::new(),
+            None,
+            &issuer,
+            account,
+        )?);
     }
     let next = (rows.len() as i64 == limit)
         .then(|| data.last().map(|v| v.id.clone()))
@@ -534,21 +568,8 @@ async fn void_invoice(
 ) -> Result<HttpResponse, BillingError> {
     let tenant = tenant(&req, &state)?;
     let id = invoice_id(&path)?;
-    let reason = body.reason.trim();
-    if reason.is_empty() || reason.len() > 500 {
-        return Err(BillingError::Invalid(
-            "reason must be 1 to 500 characters".into(),
-        ));
-    }
     let mut conn = conn(&state).await?;
-    invoices::void(&mut conn, tenant, id, reason)
-        .await
-        .map_err(|e| match e {
-            tollgate_storage::StorageError::NotFound => BillingError::InvoiceState(
-                "cannot be voided: only finalized, unpaid invoices can".into(),
-            ),
-            other => other.into(),
-        })?;
+    crate::invoicing::void(&mut conn, tenant, id, &body.reason).await?;
     Ok(HttpResponse::Ok().json(invoice_view(&state, &mut conn, tenant, id).await?))
 }
 

@@ -11,6 +11,7 @@ use tollgate_invoice_pdf::{InvoiceDocument, InvoiceLineDoc, TierLineDoc};
 use tollgate_pricing::Currency;
 use tollgate_storage::artifacts::NewArtifact;
 use tollgate_storage::invoices::{self, CreditNoteRow, InvoiceLineRow, InvoiceRow};
+use tollgate_storage::models::AccountRow;
 use tollgate_storage::AsyncPgConnection;
 use uuid::Uuid;
 
@@ -179,8 +180,6 @@ impl InvoiceView {
         notes: Vec<CreditNoteRow>,
         pdf_url: Option<String>,
     ) -> Result<Self, BillingError> {
-        let currency = Currency::from_code(&invoice.currency)
-            .map_err(|e| BillingError::Corrupt(e.to_string()))?;
         let tenant = tollgate_storage::tenants::find_tenant(conn, invoice.tenant_id)
             .await?
             .ok_or_else(|| BillingError::Corrupt("invoice tenant missing".into()))?;
@@ -192,13 +191,27 @@ impl InvoiceView {
         .await?
         .pop()
         .ok_or_else(|| BillingError::Corrupt("invoice account missing".into()))?;
+        Self::from_parts(invoice, lines, notes, pdf_url, &tenant.name, &account)
+    }
+
+    /// The view from rows already read: the issuer's (tenant's) name and the invoice's account.
+    pub fn from_parts(
+        invoice: &InvoiceRow,
+        lines: Vec<InvoiceLineRow>,
+        notes: Vec<CreditNoteRow>,
+        pdf_url: Option<String>,
+        issuer_name: &str,
+        account: &AccountRow,
+    ) -> Result<Self, BillingError> {
+        let currency = Currency::from_code(&invoice.currency)
+            .map_err(|e| BillingError::Corrupt(e.to_string()))?;
         Ok(Self {
             id: InvoiceId::from_uuid(invoice.id).to_string(),
             number: invoice.number_text.clone(),
             status: invoice.status.clone(),
             account: AccountId::from_uuid(invoice.account_id).to_string(),
-            account_external_id: account.external_id,
-            account_name: account.name,
+            account_external_id: account.external_id.clone(),
+            account_name: account.name.clone(),
             subscription: invoice
                 .subscription_id
                 .map(|s| SubscriptionId::from_uuid(s).to_string()),
@@ -239,7 +252,7 @@ impl InvoiceView {
                 .collect(),
             void_reason: invoice.void_reason.clone(),
             pdf_url,
-            issuer_name: tenant.name,
+            issuer_name: issuer_name.to_owned(),
         })
     }
 
@@ -299,6 +312,31 @@ fn tier_rows(detail: &serde_json::Value) -> Vec<TierLineDoc> {
             }
         })
         .collect()
+}
+
+/// Voids a final, unpaid invoice with a reason (1 to 500 characters); the invoice's numbers
+/// stay as they were. Errors: a bad reason (422), not found or not voidable (409
+/// INVOICE_STATE).
+pub async fn void(
+    conn: &mut AsyncPgConnection,
+    tenant_id: Uuid,
+    invoice_id: Uuid,
+    reason: &str,
+) -> Result<(), BillingError> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > 500 {
+        return Err(BillingError::Invalid(
+            "reason must be 1 to 500 characters".into(),
+        ));
+    }
+    invoices::void(conn, tenant_id, invoice_id, reason)
+        .await
+        .map_err(|e| match e {
+            tollgate_storage::StorageError::NotFound => BillingError::InvoiceState(
+                "cannot be voided: only finalized, unpaid invoices can".into(),
+            ),
+            other => other.into(),
+        })
 }
 
 /// Issues a credit note against a final invoice: `amount_minor` > 0, at most what the invoice
