@@ -82,16 +82,8 @@ pub async fn insert_draft(
     invoice: &InvoiceRow,
     lines: &[InvoiceLineRow],
 ) -> Result<bool, StorageError> {
-    let inserted = diesel::insert_into(invoices::table)
-        .values(invoice)
-        .on_conflict_do_nothing()
-        .execute(conn)
-        .await?;
-    if inserted == 0 {
-        return Ok(false);
-    }
-    insert_lines(conn, invoice.id, lines).await?;
-    Ok(true)
+    let inserted = insert_drafts(conn, &[(invoice.clone(), lines.to_vec())]).await?;
+    Ok(!inserted.is_empty())
 }
 
 /// Creates many drafts at once (one statement for the headers, one for all lines), skipping

@@ -196,6 +196,18 @@ pub async fn find(
     })
 }
 
+/// The subscriptions with these ids (any order; missing ids are skipped).
+pub async fn by_ids(
+    conn: &mut AsyncPgConnection,
+    ids: &[Uuid],
+) -> Result<Vec<SubscriptionRow>, StorageError> {
+    Ok(subscriptions::table
+        .filter(subscriptions::id.eq_any(ids))
+        .select(SubscriptionRow::as_select())
+        .load(conn)
+        .await?)
+}
+
 /// The account's subscription that is not canceled, if any.
 pub async fn live_for_account(
     conn: &mut AsyncPgConnection,

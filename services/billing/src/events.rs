@@ -6,13 +6,14 @@
 use chrono::Utc;
 use diesel::prelude::*;
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
-use tollgate_domain::{BillingEvent, Envelope};
+use tollgate_domain::{BillingEvent, Envelope, TenantId};
 use tollgate_storage::models::NewOutboxMessage;
+use tollgate_storage::plans::PlanVersion;
 use tollgate_storage::schema::{quota_thresholds, subscriptions};
 use tollgate_storage::subscriptions::SubscriptionRow;
 use uuid::Uuid;
 
-use crate::run::{subscription_event, tenant_id, PlanCache};
+use crate::run::PlanCache;
 use crate::{BillingContext, BillingError};
 
 /// A recorded threshold crossing with its subscription's tenant and account:
@@ -37,7 +38,7 @@ pub async fn enqueue(
 ) -> Result<(), BillingError> {
     let id = Uuid::now_v7();
     let routing_key = event.event_type().to_owned();
-    let envelope = Envelope::billing("billing", tenant_id(tenant), id, event);
+    let envelope = Envelope::billing("billing", TenantId::from_uuid(tenant), id, event);
     let payload =
         serde_json::to_vec(&envelope).map_err(|e| BillingError::Corrupt(e.to_string()))?;
     tollgate_storage::outbox::enqueue(
@@ -126,4 +127,19 @@ pub async fn publish_thresholds(
         Ok(rows.len())
     })
     .await
+}
+
+/// The `subscription.updated` event for `sub` after `change`.
+fn subscription_event(sub: &SubscriptionRow, plan: &PlanVersion, change: &str) -> BillingEvent {
+    BillingEvent::SubscriptionUpdatedV1 {
+        subscription_id: sub.id,
+        account_id: sub.account_id,
+        plan: plan.version.plan_code.clone(),
+        plan_version: plan.version.version,
+        status: sub.status.clone(),
+        current_period_start: sub.current_period_start,
+        current_period_end: sub.current_period_end,
+        cancel_at_period_end: sub.cancel_at_period_end,
+        change: change.to_owned(),
+    }
 }

@@ -156,6 +156,12 @@ impl ResponseError for BillingError {
     }
 }
 
+impl From<StorageError> for BillingError {
+    fn from(err: StorageError) -> Self {
+        Self::Storage(err)
+    }
+}
+
 impl From<diesel::result::Error> for BillingError {
     fn from(err: diesel::result::Error) -> Self {
         Self::Storage(err.into())

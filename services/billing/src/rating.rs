@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde_json::json;
 use tollgate_pricing::{
-    apply_discounts, format_money, rate, totals, Charge, Coupon, Currency, PricingError, Totals,
+    apply_discounts, rate, totals, Charge, Coupon, Currency, PricingError, Totals,
 };
 use tollgate_storage::invoices::InvoiceLineRow;
 use tollgate_storage::plans::PlanVersion;
@@ -222,10 +222,7 @@ pub fn rate_period(input: &PeriodInput<'_>) -> Result<RatedInvoice, PricingError
 
 /// `minor` formatted as a plain decimal in major units ("49.00", "1200", "1.250").
 pub fn major(minor: i64, currency: Currency) -> String {
-    let text = format_money(minor, currency);
-    text.split_once(' ')
-        .map(|(_, n)| n.to_owned())
-        .unwrap_or(text)
+    tollgate_pricing::to_major_units(minor, currency).to_string()
 }
 
 #[cfg(test)]

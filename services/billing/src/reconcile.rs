@@ -216,9 +216,10 @@ pub async fn reconcile(
         .execute(conn)
         .await
         .map_err(StorageError::from)?;
-    for d in &found {
-        diesel::insert_into(reconciliation_discrepancies::table)
-            .values((
+    let rows: Vec<_> = found
+        .iter()
+        .map(|d| {
+            (
                 reconciliation_discrepancies::run_id.eq(run_id),
                 reconciliation_discrepancies::tenant_id.eq(tenant_id),
                 reconciliation_discrepancies::subscription_id.eq(d.subscription_id),
@@ -227,7 +228,12 @@ pub async fn reconcile(
                 reconciliation_discrepancies::kind.eq(&d.kind),
                 reconciliation_discrepancies::expected.eq(&d.expected),
                 reconciliation_discrepancies::actual.eq(&d.actual),
-            ))
+            )
+        })
+        .collect();
+    if !rows.is_empty() {
+        diesel::insert_into(reconciliation_discrepancies::table)
+            .values(rows)
             .execute(conn)
             .await
             .map_err(StorageError::from)?;

@@ -21,13 +21,12 @@ use diesel_async::AsyncConnection;
 use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate_domain::usage::{builtin_aggregation, Aggregation};
-use tollgate_domain::{BillingEvent, TenantId};
 use tollgate_pricing::{Charge, Coupon, Currency, PricingError};
 use tollgate_storage::invoices::{self, InvoiceRow};
 use tollgate_storage::period_usage::{self, UsageWindow};
 use tollgate_storage::plans::{self, PlanVersion};
 use tollgate_storage::subscriptions::{self, NewSubscriptionChange, SubscriptionRow};
-use tollgate_storage::{AsyncPgConnection, PgPool, StorageError};
+use tollgate_storage::{AsyncPgConnection, PgPool};
 use uuid::Uuid;
 
 use crate::rating::{rate_period, AdjustmentInput, PeriodInput, ProrationInput, RatedInvoice};
@@ -327,12 +326,17 @@ pub(crate) async fn rerate(
     conn: &mut AsyncPgConnection,
     drafts: Vec<InvoiceRow>,
 ) -> Result<Vec<InvoiceRow>, BillingError> {
+    let sub_ids: Vec<Uuid> = drafts.iter().filter_map(|d| d.subscription_id).collect();
+    let subs: HashMap<Uuid, SubscriptionRow> = subscriptions::by_ids(conn, &sub_ids)
+        .await?
+        .into_iter()
+        .map(|s| (s.id, s))
+        .collect();
     let mut items = Vec::with_capacity(drafts.len());
     for draft in drafts {
-        let Some(sub_id) = draft.subscription_id else {
-            continue;
-        };
-        let Some(sub) = subscriptions::find(conn, draft.tenant_id, sub_id, false).await? else {
+        // A subscription can have several open drafts (periods that closed within one grace
+        // window), hence the clone.
+        let Some(sub) = draft.subscription_id.and_then(|id| subs.get(&id).cloned()) else {
             continue;
         };
         items.push((draft, sub));
@@ -768,34 +772,4 @@ pub async fn recompute_period(
         Ok(rerate(conn, drafts).await?.len())
     })
     .await
-}
-
-impl From<StorageError> for BillingError {
-    fn from(err: StorageError) -> Self {
-        Self::Storage(err)
-    }
-}
-
-/// The tenant id as the envelope wants it.
-pub(crate) fn tenant_id(id: Uuid) -> TenantId {
-    TenantId::from_uuid(id)
-}
-
-/// The event the billing run announces for `sub` after `change`.
-pub(crate) fn subscription_event(
-    sub: &SubscriptionRow,
-    plan: &PlanVersion,
-    change: &str,
-) -> BillingEvent {
-    BillingEvent::SubscriptionUpdatedV1 {
-        subscription_id: sub.id,
-        account_id: sub.account_id,
-        plan: plan.version.plan_code.clone(),
-        plan_version: plan.version.version,
-        status: sub.status.clone(),
-        current_period_start: sub.current_period_start,
-        current_period_end: sub.current_period_end,
-        cancel_at_period_end: sub.cancel_at_period_end,
-        change: change.to_owned(),
-    }
 }
