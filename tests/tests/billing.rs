@@ -178,6 +178,46 @@ fn start_instant() -> DateTime<Utc> {
 
 const WEEK: i64 = 7;
 
+/// Turns billing enforcement at intake on for the test tenant (`tollgatectl tenant set-billing`).
+async fn enforce_billing(app: &TestApp) {
+    app.ctl(&[
+        "tenant",
+        "set-billing",
+        "--tenant",
+        &app.tenant_name,
+        "--enforce",
+        "true",
+    ])
+    .await
+    .expect("enforce");
+}
+
+/// Submits a fresh `render` job for `workspace` (input `{n}`, `n` counted up so no submission
+/// repeats an earlier one) every 50 ms until one is answered `want`; panics when that takes
+/// `within` or longer. Returns the answer's body.
+async fn submit_until(
+    app: &TestApp,
+    workspace: &str,
+    n: &mut u64,
+    want: u16,
+    within: Duration,
+) -> Value {
+    let started = Instant::now();
+    loop {
+        *n += 1;
+        let job = json!({ "type": "render", "input": { "n": *n }, "workspace": workspace });
+        let (status, body) = app.submit(&job, None).await;
+        if status == want {
+            return body;
+        }
+        assert!(
+            started.elapsed() < within,
+            "no {want} within {within:?}; last: {status} {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Waits until intake's entitlement projection enforces billing for the tenant (it refreshes
 /// every 200 ms): an event of an account without a subscription is refused.
 async fn wait_until_enforced(app: &TestApp) {
@@ -462,32 +502,13 @@ async fn mid_period_upgrade_and_downgrade_are_prorated_by_the_second() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_canceled_subscription_gets_402_on_the_next_job_and_a_final_invoice() {
     let app = app_with_account("gamma").await;
-    app.ctl(&[
-        "tenant",
-        "set-billing",
-        "--tenant",
-        &app.tenant_name,
-        "--enforce",
-        "true",
-    ])
-    .await
-    .expect("enforce");
+    enforce_billing(&app).await;
     let s = start_instant();
     wait_until_enforced(&app).await;
     let sub = subscribe(&app, "gamma", "pro", s).await;
     // The projection picks the new subscription up within its refresh.
-    let deadline = Instant::now() + Duration::from_secs(10);
     let mut n = 0;
-    loop {
-        n += 1;
-        let job = json!({ "type": "render", "input": { "n": n }, "workspace": "gamma-ws" });
-        let (status, body) = app.submit(&job, None).await;
-        if status == 202 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "never accepted: {status} {body}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    submit_until(&app, "gamma-ws", &mut n, 202, Duration::from_secs(10)).await;
 
     let (status, body) = app
         .post_json(
@@ -501,20 +522,8 @@ async fn a_canceled_subscription_gets_402_on_the_next_job_and_a_final_invoice() 
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["status"], "canceled");
     let canceled = Instant::now();
-    loop {
-        n += 1;
-        let job = json!({ "type": "render", "input": { "n": n }, "workspace": "gamma-ws" });
-        let (status, body) = app.submit(&job, None).await;
-        if status == 402 {
-            assert_eq!(body["error"]["code"], "SUBSCRIPTION_REQUIRED", "{body}");
-            break;
-        }
-        assert!(
-            canceled.elapsed() < Duration::from_secs(1),
-            "still accepted after 1 s: {status}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let body = submit_until(&app, "gamma-ws", &mut n, 402, Duration::from_secs(1)).await;
+    assert_eq!(body["error"]["code"], "SUBSCRIPTION_REQUIRED", "{body}");
     assert!(canceled.elapsed() < Duration::from_secs(1));
 
     // The cut-short period has a draft with the unused base fee credited.
@@ -550,32 +559,11 @@ async fn subscription_changes_reach_intake_through_billings_events() {
         .mount(&app.executor)
         .await;
     account(&app, "eta").await;
-    app.ctl(&[
-        "tenant",
-        "set-billing",
-        "--tenant",
-        &app.tenant_name,
-        "--enforce",
-        "true",
-    ])
-    .await
-    .expect("enforce");
+    enforce_billing(&app).await;
     let sub = subscribe(&app, "eta", "pro", start_instant()).await;
-    let subscribed = Instant::now();
+    // Without the event the subscription would not reach intake within 3 s.
     let mut n = 0;
-    loop {
-        n += 1;
-        let job = json!({ "type": "render", "input": { "n": n }, "workspace": "eta-ws" });
-        let (status, body) = app.submit(&job, None).await;
-        if status == 202 {
-            break;
-        }
-        assert!(
-            subscribed.elapsed() < Duration::from_secs(3),
-            "the subscription event never reached intake: {status} {body}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    submit_until(&app, "eta-ws", &mut n, 202, Duration::from_secs(3)).await;
     let (status, body) = app
         .post_json(
             &format!(
@@ -587,35 +575,18 @@ async fn subscription_changes_reach_intake_through_billings_events() {
         .await;
     assert_eq!(status, 200, "{body}");
     let canceled = Instant::now();
-    loop {
-        n += 1;
-        let job = json!({ "type": "render", "input": { "n": n }, "workspace": "eta-ws" });
-        let (status, _) = app.submit(&job, None).await;
-        if status == 402 {
-            break;
-        }
-        assert!(
-            canceled.elapsed() < Duration::from_secs(1),
-            "still accepted after 1 s"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    submit_until(&app, "eta-ws", &mut n, 402, Duration::from_secs(1)).await;
+    assert!(
+        canceled.elapsed() < Duration::from_secs(1),
+        "still accepted after 1 s"
+    );
     app.stop().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn quota_thresholds_are_published_once_each_and_the_hard_limit_refuses_with_402() {
     let app = app_with_account("delta").await;
-    app.ctl(&[
-        "tenant",
-        "set-billing",
-        "--tenant",
-        &app.tenant_name,
-        "--enforce",
-        "true",
-    ])
-    .await
-    .expect("enforce");
+    enforce_billing(&app).await;
     // Listen on the events exchange for threshold events.
     let conn = lapin::Connection::connect(
         &tollgate_e2e::amqp_url(),
