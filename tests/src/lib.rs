@@ -1,11 +1,14 @@
 //! End-to-end test support: each test gets a fresh PostgreSQL database (migrated), fresh
 //! RabbitMQ names (a random prefix, classic queues that expire when unused), the real
-//! gateway, job-intake and worker on port 0, a tenant with an API key, and a wiremock server
-//! standing in for the tenant's executor (zero2prod `spawn_app`, svix random prefixes).
+//! gateway, job-intake, worker, billing and webhook service on port 0, a tenant with an API
+//! key, and a wiremock server standing in for the tenant's executor (zero2prod `spawn_app`,
+//! svix random prefixes).
 
 pub mod api;
 pub mod proxy;
+pub mod stripe_fake;
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use diesel_async::{AsyncConnection, AsyncPgConnection, RunQueryDsl};
@@ -28,10 +31,16 @@ pub fn amqp_url() -> String {
         .unwrap_or_else(|_| "amqp://guest:guest@127.0.0.1:5672/%2f".to_owned())
 }
 
+/// A change to a service's configuration, applied after the test defaults and before the
+/// service starts (`Arc::new(|cfg| …)`).
+pub type Configure<T> = Arc<dyn Fn(&mut T) + Send + Sync>;
+
 /// Options for [`TestApp::spawn`].
 #[derive(Clone)]
 pub struct Options {
-    /// AMQP URL job-intake uses (tests point it at a controllable proxy).
+    /// AMQP URL job-intake uses (tests point it at a controllable proxy). Billing, the
+    /// webhook service and the worker use it too: each runs an outbox relay that publishes
+    /// every service's rows, so a broker outage must reach all of them.
     pub intake_amqp_url: Option<String>,
     /// Start a worker.
     pub worker: bool,
@@ -43,6 +52,12 @@ pub struct Options {
     pub metering_flush_interval_ms: Option<u64>,
     /// job-intake's `entitlements.refresh_ms` (default: the compiled-in one).
     pub entitlements_refresh_ms: Option<u64>,
+    /// Applied to billing's configuration after the test defaults, before it starts (e.g.
+    /// to point its Stripe client at a local fake).
+    pub configure_billing: Option<Configure<tollgate_billing::BillingConfig>>,
+    /// Applied to the webhook service's configuration after the test defaults, before it
+    /// starts (e.g. a short retry schedule).
+    pub configure_webhook: Option<Configure<tollgate_webhook::WebhookConfig>>,
 }
 
 impl Default for Options {
@@ -54,6 +69,8 @@ impl Default for Options {
             intake_pg_server_url: None,
             metering_flush_interval_ms: None,
             entitlements_refresh_ms: None,
+            configure_billing: None,
+            configure_webhook: None,
         }
     }
 }
@@ -67,6 +84,11 @@ pub struct TestApp {
     pub intake_url: String,
     /// The billing service (its scheduler is off: tests drive billing runs with a clock).
     pub billing_url: String,
+    /// The webhook service: inbound PSP webhooks (`/webhooks/{psp}`, not behind the gateway)
+    /// and the tenant webhook API (also reachable through the gateway).
+    pub webhook_url: String,
+    /// The Stripe endpoint secret the webhook service verifies `Stripe-Signature` with.
+    pub stripe_webhook_secret: String,
     pub worker_url: Option<String>,
     pub tenant: TenantId,
     pub tenant_name: String,
@@ -81,6 +103,9 @@ pub struct TestApp {
     intake: Option<tollgate_job_intake::RunningIntake>,
     gateway: Option<tollgate_gateway::RunningGateway>,
     billing: Option<tollgate_billing::RunningBilling>,
+    webhook: Option<tollgate_webhook::RunningWebhook>,
+    /// The AMQP URL the services use (the proxy's when the test controls the broker).
+    services_amqp_url: String,
 }
 
 /// A fresh database with the migrations applied; returns its URL.
@@ -164,17 +189,57 @@ impl TestApp {
         billing_cfg.http.workers = 1;
         billing_cfg.database.url = db_url.clone();
         billing_cfg.database.pool_size = 4;
-        billing_cfg.amqp = broker_config(amqp_url(), &amqp_prefix);
+        billing_cfg.amqp = broker_config(
+            options.intake_amqp_url.clone().unwrap_or_else(amqp_url),
+            &amqp_prefix,
+        );
         billing_cfg.internal_token = internal_token.clone();
         billing_cfg.scheduler.enabled = false;
         billing_cfg.scheduler.thresholds_interval_ms = 100;
         billing_cfg.documents.root = artifacts_dir.to_string_lossy().into_owned();
         billing_cfg.documents.signing_key =
             tollgate_objects::SecretString::new(artifacts_signing_key.clone());
+        if let Some(configure) = &options.configure_billing {
+            configure(&mut billing_cfg);
+        }
         let billing = tollgate_billing::start(billing_cfg, CancellationToken::new())
             .await
             .expect("start billing");
         let billing_url = format!("http://{}", billing.addr);
+
+        let stripe_webhook_secret = format!("whsec_test_{}", uuid::Uuid::new_v4().simple());
+        let mut webhook_cfg = tollgate_webhook::WebhookConfig::defaults().expect("defaults");
+        webhook_cfg.http.port = 0;
+        webhook_cfg.http.workers = 1;
+        webhook_cfg.database.url = db_url.clone();
+        webhook_cfg.database.pool_size = 4;
+        webhook_cfg.amqp = broker_config(
+            options.intake_amqp_url.clone().unwrap_or_else(amqp_url),
+            &amqp_prefix,
+        );
+        webhook_cfg.internal_token = internal_token.clone();
+        webhook_cfg.relay.poll_interval_ms = 50;
+        webhook_cfg.delivery.poll_interval_ms = 50;
+        // Test receivers listen on 127.0.0.1.
+        webhook_cfg.delivery.allow_private_networks = true;
+        webhook_cfg.stripe.endpoint_secrets = vec![tollgate_psp::SecretString::new(
+            stripe_webhook_secret.clone(),
+        )];
+        if let Some(configure) = &options.configure_webhook {
+            configure(&mut webhook_cfg);
+        }
+        let webhook = tollgate_webhook::start(webhook_cfg, CancellationToken::new())
+            .await
+            .expect("start webhook service");
+        // Tenants' events are routed to the webhook service only once its queue exists (not
+        // waited for when the test controls the broker's reachability).
+        if options.intake_amqp_url.is_none() {
+            assert!(
+                webhook.wait_consuming(Duration::from_secs(10)).await,
+                "the webhook service's fan-out queue is consumed"
+            );
+        }
+        let webhook_url = format!("http://{}", webhook.addr);
 
         let mut gateway_cfg = tollgate_gateway::GatewayConfig::defaults().expect("defaults");
         gateway_cfg.http.port = 0;
@@ -183,6 +248,7 @@ impl TestApp {
         gateway_cfg.database.pool_size = 2;
         gateway_cfg.intake_url = intake_url.clone();
         gateway_cfg.billing_url = billing_url.clone();
+        gateway_cfg.webhook_url = webhook_url.clone();
         gateway_cfg.internal_token = internal_token;
         gateway_cfg.key_cache_ttl_ms = 0;
         gateway_cfg.max_body_bytes = 64 * 1024;
@@ -222,6 +288,8 @@ impl TestApp {
             gateway_url,
             intake_url,
             billing_url,
+            webhook_url,
+            stripe_webhook_secret,
             worker_url: None,
             tenant: TenantId::from_uuid(tenant.id),
             tenant_name,
@@ -234,6 +302,8 @@ impl TestApp {
             intake: Some(intake),
             gateway: Some(gateway),
             billing: Some(billing),
+            webhook: Some(webhook),
+            services_amqp_url: options.intake_amqp_url.clone().unwrap_or_else(amqp_url),
         };
         if options.worker {
             app.start_worker().await;
@@ -247,11 +317,13 @@ impl TestApp {
         cfg.http.port = 0;
         cfg.database.url = self.db_url.clone();
         cfg.database.pool_size = 4;
-        cfg.amqp = broker_config(amqp_url(), &self.amqp_prefix);
+        cfg.amqp = broker_config(self.services_amqp_url.clone(), &self.amqp_prefix);
         cfg.retry.base_delay_ms = 50;
         cfg.retry.max_delay_ms = 200;
         cfg.catalog_cache_ttl_ms = 0;
         cfg.prefetch = 16;
+        // Endpoints created by a test start receiving job events within a tick.
+        cfg.job_events_refresh_ms = 100;
         let worker = tollgate_worker::start(cfg).await.expect("start worker");
         self.worker_url = Some(format!("http://{}", worker.addr));
         self.worker = Some(worker);
@@ -404,6 +476,68 @@ impl TestApp {
         .expect("billing run")
     }
 
+    /// Listens on this app's events exchange (`<prefix>.events`) for `binding` (a topic
+    /// pattern such as `psp.#`) through an exclusive, auto-deleted queue, without acks. Keep the
+    /// connection alive as long as the consumer is read.
+    pub async fn tap_events(&self, binding: &str) -> (lapin::Connection, lapin::Consumer) {
+        use lapin::options::{
+            BasicConsumeOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions,
+        };
+        use lapin::types::FieldTable;
+        let conn = lapin::Connection::connect(&amqp_url(), lapin::ConnectionProperties::default())
+            .await
+            .expect("amqp");
+        let channel = conn.create_channel().await.expect("channel");
+        let exchange = format!("{}.events", self.amqp_prefix);
+        channel
+            .exchange_declare(
+                exchange.as_str().into(),
+                lapin::ExchangeKind::Topic,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("exchange");
+        let queue = channel
+            .queue_declare(
+                "".into(),
+                QueueDeclareOptions {
+                    exclusive: true,
+                    auto_delete: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("queue");
+        channel
+            .queue_bind(
+                queue.name().as_str().into(),
+                exchange.as_str().into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .expect("bind");
+        let consumer = channel
+            .basic_consume(
+                queue.name().as_str().into(),
+                "test".into(),
+                BasicConsumeOptions {
+                    no_ack: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .expect("consume");
+        (conn, consumer)
+    }
+
     /// A scalar `SELECT count(*)`-style query on the test database.
     pub async fn count(&self, sql: &str) -> i64 {
         #[derive(diesel::QueryableByName)]
@@ -441,6 +575,9 @@ impl TestApp {
         }
         if let Some(billing) = self.billing.take() {
             billing.stop().await;
+        }
+        if let Some(webhook) = self.webhook.take() {
+            webhook.stop().await;
         }
         let _ = std::fs::remove_dir_all(&self.artifacts_dir);
     }

@@ -588,60 +588,7 @@ async fn quota_thresholds_are_published_once_each_and_the_hard_limit_refuses_wit
     let app = app_with_account("delta").await;
     enforce_billing(&app).await;
     // Listen on the events exchange for threshold events.
-    let conn = lapin::Connection::connect(
-        &tollgate_e2e::amqp_url(),
-        lapin::ConnectionProperties::default(),
-    )
-    .await
-    .expect("amqp");
-    let channel = conn.create_channel().await.expect("channel");
-    let exchange = format!("{}.events", app.amqp_prefix);
-    channel
-        .exchange_declare(
-            exchange.as_str().into(),
-            lapin::ExchangeKind::Topic,
-            lapin::options::ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .expect("exchange");
-    let queue = channel
-        .queue_declare(
-            "".into(),
-            lapin::options::QueueDeclareOptions {
-                exclusive: true,
-                auto_delete: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .expect("queue");
-    channel
-        .queue_bind(
-            queue.name().as_str().into(),
-            exchange.as_str().into(),
-            "usage.threshold_reached".into(),
-            Default::default(),
-            Default::default(),
-        )
-        .await
-        .expect("bind");
-    let mut consumer = channel
-        .basic_consume(
-            queue.name().as_str().into(),
-            "test".into(),
-            lapin::options::BasicConsumeOptions {
-                no_ack: true,
-                ..Default::default()
-            },
-            Default::default(),
-        )
-        .await
-        .expect("consume");
+    let (_amqp, mut consumer) = app.tap_events("usage.threshold_reached").await;
 
     wait_until_enforced(&app).await;
     subscribe(&app, "delta", "pro", start_instant()).await;

@@ -1,7 +1,9 @@
 //! `tollgatectl` commands for billing (issue 4): the plan catalog (`catalog apply|show`),
 //! billing enforcement (`tenant set-billing`), subscriptions, billing runs (`billing run`,
 //! with `--as-of` as a test clock, or `--period` to recompute a period's drafts), invoices
-//! (`invoice list|show|void|credit`) and `reconcile`. They call the billing service's library
+//! (`invoice list|show|void|credit`), `reconcile` (and `reconcile psp`: payments against the
+//! PSP's records) and dunning (`dunning run`, with `--as-of` as a test clock; `dunning cases`).
+//! They call the billing service's library
 //! directly against PostgreSQL; events they cause go through the outbox like the service's.
 //! Invoice PDFs are written to the store `BILLING__DOCUMENTS__*` configures (the billing
 //! service's own settings).
@@ -106,6 +108,56 @@ pub enum BillingCommand {
         #[arg(long, default_value_t = 500)]
         batch: i64,
     },
+}
+
+/// `tollgatectl reconcile psp …`
+#[derive(Subcommand)]
+pub enum ReconcileScope {
+    /// Compare a tenant's paid invoices with Stripe's payments and payouts for a month (needs
+    /// `BILLING__PSP__ENABLED=true` and `BILLING__PSP__STRIPE__SECRET_KEY`).
+    Psp {
+        #[arg(long)]
+        tenant: String,
+        /// `YYYY-MM` (UTC).
+        #[arg(long)]
+        period: String,
+    },
+}
+
+/// `tollgatectl dunning …`
+#[derive(Subcommand)]
+pub enum DunningCommand {
+    /// Run the payment retries due at `--as-of` (default now): each is sent to the PSP and its
+    /// outcome moves the dunning case and the subscription.
+    Run {
+        #[arg(long)]
+        tenant: Option<String>,
+        /// The run's clock (RFC 3339; default now). Retries scheduled at or before it run.
+        #[arg(long)]
+        as_of: Option<String>,
+        #[arg(long, default_value_t = 500)]
+        batch: i64,
+    },
+    /// A tenant's dunning cases with their retries.
+    Cases {
+        #[arg(long)]
+        tenant: String,
+        /// `open`, `exhausted`, `recovered` or `canceled`.
+        #[arg(long)]
+        status: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+}
+
+impl DunningCommand {
+    /// The tenant the command names, if any.
+    pub fn tenant(&self) -> Option<&str> {
+        match self {
+            Self::Run { tenant, .. } => tenant.as_deref(),
+            Self::Cases { tenant, .. } => Some(tenant),
+        }
+    }
 }
 
 /// `tollgatectl invoice …`
@@ -410,6 +462,7 @@ pub async fn billing_run(
 
 /// Runs an invoice command.
 pub async fn invoice(
+    ctx: &BillingContext,
     conn: &mut AsyncPgConnection,
     tenant: Uuid,
     command: InvoiceCommand,
@@ -435,7 +488,7 @@ pub async fn invoice(
             }
         }
         InvoiceCommand::Void { id, reason, .. } => {
-            tollgate_billing::invoicing::void(conn, tenant, invoice_id(&id)?, &reason)
+            tollgate_billing::invoicing::void(ctx, conn, tenant, invoice_id(&id)?, &reason)
                 .await
                 .map_err(explain)?;
             println!("voided {id}");
@@ -503,4 +556,109 @@ pub async fn reconcile(
         "{} discrepancy(ies) recorded in reconciliation_discrepancies",
         report.discrepancies.len()
     )
+}
+
+/// Reconciles a tenant's payments with the PSP's records for a month and prints every
+/// discrepancy. Exits non-zero when there are discrepancies.
+pub async fn reconcile_psp(ctx: &BillingContext, tenant: Uuid, period: &str) -> anyhow::Result<()> {
+    let (from, to) = month(period)?;
+    let report = tollgate_billing::reconcile::reconcile_psp(ctx, tenant, from, to)
+        .await
+        .map_err(explain)?;
+    println!(
+        "PSP reconciliation {} of {period}: {} record(s) checked, {} discrepancy(ies)",
+        report.run_id,
+        report.checked,
+        report.discrepancies.len()
+    );
+    if report.discrepancies.is_empty() {
+        return Ok(());
+    }
+    println!(
+        "{:<20} {:<12} {:<16} {:>28} {:>28}",
+        "kind", "invoice", "what", "expected", "actual"
+    );
+    for d in &report.discrepancies {
+        println!(
+            "{:<20} {:<12} {:<16} {:>28} {:>28}",
+            d.kind,
+            d.invoice_number.as_deref().unwrap_or("-"),
+            d.metric.as_deref().unwrap_or("-"),
+            d.expected,
+            d.actual
+        );
+    }
+    bail!(
+        "{} discrepancy(ies) recorded in reconciliation_discrepancies",
+        report.discrepancies.len()
+    )
+}
+
+/// Runs a dunning command.
+pub async fn dunning(
+    ctx: &BillingContext,
+    tenant: Option<Uuid>,
+    command: DunningCommand,
+) -> anyhow::Result<()> {
+    match command {
+        DunningCommand::Run { as_of, batch, .. } => {
+            let report = tollgate_billing::dunning::run(
+                ctx,
+                &tollgate_billing::dunning::DunningRunOptions {
+                    tenant,
+                    as_of: instant(as_of.as_deref(), "--as-of")?,
+                    batch,
+                },
+            )
+            .await
+            .map_err(explain)?;
+            println!(
+                "retries due {}, attempted {}, succeeded {}, failed {}, pending {}, deferred {}, canceled {}",
+                report.due,
+                report.attempted,
+                report.succeeded,
+                report.failed,
+                report.pending,
+                report.deferred,
+                report.canceled
+            );
+        }
+        DunningCommand::Cases { status, limit, .. } => {
+            let tenant = tenant.context("--tenant is required")?;
+            let mut conn = tollgate_storage::pool::get(&ctx.pool).await?;
+            let cases =
+                tollgate_storage::payments::list_cases(&mut conn, tenant, status.as_deref(), limit)
+                    .await?;
+            println!(
+                "{:<42} {:<10} {:>8} {:<22} retries",
+                "invoice", "status", "failures", "first failure"
+            );
+            for case in cases {
+                let view = tollgate_billing::dunning::CaseView::build(&mut conn, case)
+                    .await
+                    .map_err(explain)?;
+                let retries: Vec<String> = view
+                    .attempts
+                    .iter()
+                    .map(|a| {
+                        format!(
+                            "{}@{}:{}",
+                            a.seq,
+                            a.scheduled_at.format("%m-%d %H:%M"),
+                            a.status
+                        )
+                    })
+                    .collect();
+                println!(
+                    "{:<42} {:<10} {:>8} {:<22} {}",
+                    view.invoice,
+                    view.status,
+                    view.failures,
+                    view.first_failed_at.format("%Y-%m-%d %H:%M:%S"),
+                    retries.join(" ")
+                );
+            }
+        }
+    }
+    Ok(())
 }

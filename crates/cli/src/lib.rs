@@ -6,6 +6,7 @@
 
 pub mod billing;
 pub mod metering;
+pub mod webhook;
 
 use std::time::Duration;
 
@@ -100,18 +101,31 @@ enum Command {
         #[command(subcommand)]
         command: billing::InvoiceCommand,
     },
-    /// Compare the ledger with final invoices for a month; discrepancies go to the audit table.
+    /// Compare the ledger with final invoices for a month (`reconcile psp`: payments with the
+    /// PSP's records); discrepancies go to the audit table.
     Reconcile {
+        #[command(subcommand)]
+        scope: Option<billing::ReconcileScope>,
         #[arg(long)]
-        tenant: String,
+        tenant: Option<String>,
         /// `YYYY-MM` (UTC).
         #[arg(long)]
-        period: String,
+        period: Option<String>,
+    },
+    /// Dunning: run due payment retries (with `--as-of` as a test clock), list cases.
+    Dunning {
+        #[command(subcommand)]
+        command: billing::DunningCommand,
     },
     /// Usage periods.
     Usage {
         #[command(subcommand)]
         command: UsageCommand,
+    },
+    /// Tenants' webhook endpoints, deliveries and redelivery.
+    Webhook {
+        #[command(subcommand)]
+        command: webhook::WebhookCommand,
     },
     /// Jobs by state, ledger entries, units and cost per job type for a tenant.
     Summary {
@@ -368,11 +382,37 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 | billing::InvoiceCommand::Credit { tenant, .. } => tenant.clone(),
             };
             let tenant = find_tenant(&mut conn, &tenant).await?;
-            billing::invoice(&mut conn, tenant, command).await?;
+            let ctx = billing::context(pool.clone(), &cli.amqp_prefix)?;
+            billing::invoice(&ctx, &mut conn, tenant, command).await?;
         }
-        Command::Reconcile { tenant, period } => {
+        Command::Reconcile {
+            scope: Some(billing::ReconcileScope::Psp { tenant, period }),
+            ..
+        } => {
+            let tenant = find_tenant(&mut conn, &tenant).await?;
+            let ctx = billing::context(pool.clone(), &cli.amqp_prefix)?;
+            billing::reconcile_psp(&ctx, tenant, &period).await?;
+        }
+        Command::Reconcile {
+            scope: None,
+            tenant,
+            period,
+        } => {
+            let (Some(tenant), Some(period)) = (tenant, period) else {
+                bail!(
+                    "reconcile needs --tenant and --period (or: reconcile psp --tenant --period)"
+                );
+            };
             let tenant = find_tenant(&mut conn, &tenant).await?;
             billing::reconcile(&mut conn, tenant, &period).await?;
+        }
+        Command::Dunning { command } => {
+            let tenant = match command.tenant() {
+                Some(name) => Some(find_tenant(&mut conn, name).await?),
+                None => None,
+            };
+            let ctx = billing::context(pool.clone(), &cli.amqp_prefix)?;
+            billing::dunning(&ctx, tenant, command).await?;
         }
         Command::Metrics {
             command: MetricsCommand::Apply { tenant, file },
@@ -542,6 +582,15 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                 );
             }
             println!("replayed {job_id}: queued again (job-intake's relay publishes it)");
+        }
+        Command::Webhook { command } => {
+            let tenant = match &command {
+                webhook::WebhookCommand::Endpoints { tenant } => {
+                    Some(find_tenant(&mut conn, tenant).await?)
+                }
+                _ => None,
+            };
+            webhook::run(&mut conn, tenant, command).await?;
         }
         Command::Summary { tenant } => {
             let tenant_uuid = find_tenant(&mut conn, &tenant).await?;

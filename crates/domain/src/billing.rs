@@ -49,6 +49,65 @@ pub enum BillingEvent {
         currency: String,
         amount_minor: i64,
     },
+    /// An invoice was paid in full (issue 5): the PSP reported a succeeded payment for it.
+    #[serde(rename = "invoice.paid.v1")]
+    InvoicePaidV1 {
+        invoice_id: Uuid,
+        number: String,
+        account_id: Uuid,
+        subscription_id: Option<Uuid>,
+        currency: String,
+        total_minor: i64,
+        /// The PSP's time of the payment.
+        paid_at: DateTime<Utc>,
+    },
+    /// A payment of an invoice succeeded at the PSP.
+    #[serde(rename = "payment.succeeded.v1")]
+    PaymentSucceededV1 {
+        payment_id: Uuid,
+        invoice_id: Uuid,
+        account_id: Uuid,
+        currency: String,
+        amount_minor: i64,
+        /// 1 for the first attempt, then one per retry.
+        attempt: i32,
+        /// `stripe` | `razorpay`.
+        psp: String,
+        /// The PSP's payment id (`pi_…`).
+        psp_payment_id: Option<String>,
+        succeeded_at: DateTime<Utc>,
+    },
+    /// A payment of an invoice failed (declined card, failed debit). Dunning retries at
+    /// `next_retry_at`; `final_failure` means there is no retry left and the subscription is
+    /// suspended.
+    #[serde(rename = "payment.failed.v1")]
+    PaymentFailedV1 {
+        payment_id: Uuid,
+        invoice_id: Uuid,
+        account_id: Uuid,
+        subscription_id: Option<Uuid>,
+        currency: String,
+        amount_minor: i64,
+        attempt: i32,
+        /// The PSP's code (`card_declined`, `insufficient_funds`, …).
+        failure_code: Option<String>,
+        failure_message: Option<String>,
+        failed_at: DateTime<Utc>,
+        next_retry_at: Option<DateTime<Utc>>,
+        final_failure: bool,
+    },
+    /// Money of a payment went back to the customer. `refunded_minor` is the payment's
+    /// refunded total so far, `amount_minor` what this refund added.
+    #[serde(rename = "payment.refunded.v1")]
+    PaymentRefundedV1 {
+        payment_id: Uuid,
+        invoice_id: Uuid,
+        account_id: Uuid,
+        currency: String,
+        amount_minor: i64,
+        refunded_minor: i64,
+        psp_payment_id: Option<String>,
+    },
     /// A quota crossed 80, 90 or 100 % in a period (once per threshold and period).
     #[serde(rename = "usage.threshold_reached.v1")]
     UsageThresholdReachedV1 {
@@ -69,6 +128,10 @@ impl BillingEvent {
             Self::SubscriptionUpdatedV1 { .. } => "subscription.updated",
             Self::InvoiceFinalizedV1 { .. } => "invoice.finalized",
             Self::PaymentRequestedV1 { .. } => "payment.requested",
+            Self::InvoicePaidV1 { .. } => "invoice.paid",
+            Self::PaymentSucceededV1 { .. } => "payment.succeeded",
+            Self::PaymentFailedV1 { .. } => "payment.failed",
+            Self::PaymentRefundedV1 { .. } => "payment.refunded",
             Self::UsageThresholdReachedV1 { .. } => "usage.threshold_reached",
         }
     }

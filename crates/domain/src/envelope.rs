@@ -62,9 +62,106 @@ impl Envelope<JobCommand> {
     }
 }
 
+/// What the worker announces about a job on the events exchange (routing key = type), for
+/// tenants' webhook endpoints (issue 5). Only terminal outcomes: `job.succeeded`,
+/// `job.failed` (a permanent failure: 4xx or invalid input) and `job.dead` (retries
+/// exhausted). `cost` is in the tenant's integer cost units (type weight × units).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum JobEvent {
+    #[serde(rename = "job.succeeded.v1")]
+    SucceededV1 {
+        job_id: JobId,
+        job_type: String,
+        attempts: i32,
+        units: i64,
+        cost: i64,
+        finished_at: DateTime<Utc>,
+    },
+    #[serde(rename = "job.failed.v1")]
+    FailedV1 {
+        job_id: JobId,
+        job_type: String,
+        attempts: i32,
+        error: String,
+        http_status: Option<i32>,
+        finished_at: DateTime<Utc>,
+    },
+    #[serde(rename = "job.dead.v1")]
+    DeadV1 {
+        job_id: JobId,
+        job_type: String,
+        attempts: i32,
+        error: String,
+        http_status: Option<i32>,
+        finished_at: DateTime<Utc>,
+    },
+}
+
+impl JobEvent {
+    /// The envelope type and routing key: `job.succeeded`, `job.failed` or `job.dead`.
+    pub fn event_type(&self) -> &'static str {
+        match self {
+            Self::SucceededV1 { .. } => "job.succeeded",
+            Self::FailedV1 { .. } => "job.failed",
+            Self::DeadV1 { .. } => "job.dead",
+        }
+    }
+}
+
+impl Envelope<JobEvent> {
+    /// Wraps a job event for `tenant`. The worker writes it to the outbox only in the
+    /// transaction that moves the job to its terminal state, which happens once per job; a
+    /// republished outbox row keeps its id, so consumers deduplicate on it.
+    pub fn job_event(source: &str, tenant: TenantId, event: JobEvent) -> Self {
+        Self {
+            id: Uuid::now_v7(),
+            event_type: event.event_type().to_owned(),
+            source: source.to_owned(),
+            time: Utc::now(),
+            tenant,
+            schema_version: 1,
+            data: event,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn job_events_are_typed_and_tagged_with_their_version() {
+        let job_id = JobId::new();
+        let tenant = TenantId::new();
+        let done = Envelope::job_event(
+            "worker",
+            tenant,
+            JobEvent::SucceededV1 {
+                job_id,
+                job_type: "wordcount".into(),
+                attempts: 1,
+                units: 3,
+                cost: 6,
+                finished_at: Utc::now(),
+            },
+        );
+        assert_eq!(done.event_type, "job.succeeded");
+        let json = serde_json::to_value(&done).expect("serialize");
+        assert_eq!(json["data"]["kind"], "job.succeeded.v1");
+        assert_eq!(json["data"]["cost"], 6);
+        let back: Envelope<JobEvent> = serde_json::from_value(json).expect("deserialize");
+        assert_eq!(back, done);
+        let dead = JobEvent::DeadV1 {
+            job_id,
+            job_type: "wordcount".into(),
+            attempts: 3,
+            error: "executor answered 503".into(),
+            http_status: Some(503),
+            finished_at: Utc::now(),
+        };
+        assert_eq!(dead.event_type(), "job.dead");
+    }
 
     #[test]
     fn job_command_json_is_tagged_with_its_version() {

@@ -9,12 +9,14 @@ pub mod billing;
 pub mod envelope;
 pub mod ids;
 pub mod job;
+pub mod psp;
 pub mod usage;
 
 pub use billing::BillingEvent;
-pub use envelope::{Envelope, JobCommand};
+pub use envelope::{Envelope, JobCommand, JobEvent};
 pub use ids::{
     AccountId, ApiKeyId, ArtifactId, CreditNoteId, IdError, InvoiceId, JobId, PlanVersionId,
     SubscriptionId, TenantId, WorkspaceId,
 };
 pub use job::{request_hash, IdempotencyKey, JobStatus, JobTypeName, ParseError};
+pub use psp::PspEvent;

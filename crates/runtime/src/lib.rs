@@ -5,5 +5,6 @@
 pub mod config;
 pub mod http;
 pub mod metrics;
+pub mod relay;
 pub mod shutdown;
 pub mod telemetry;

@@ -102,6 +102,9 @@ pub struct Success {
     pub duration_ms: i64,
     /// The ledger entry to append with the completion.
     pub ledger_entry: NewLedgerEntry,
+    /// `job.succeeded` for the outbox, written only if this completion moves the job (set
+    /// when the tenant has a webhook endpoint for it).
+    pub event: Option<NewOutboxMessage>,
 }
 
 /// Where a failed attempt leaves the job.
@@ -124,6 +127,8 @@ pub struct Failure {
     pub error: String,
     pub http_status: Option<i32>,
     pub duration_ms: i64,
+    /// `job.dead` / `job.failed` for the outbox, written only if this failure is recorded.
+    pub event: Option<NewOutboxMessage>,
 }
 
 /// Records a failed attempt and moves the job to the state `failure.next` names, inside the
@@ -168,6 +173,9 @@ async fn record_failure(
         })
         .execute(conn)
         .await?;
+    if let Some(event) = &failure.event {
+        crate::outbox::enqueue(conn, event).await?;
+    }
     Ok(true)
 }
 
@@ -352,7 +360,8 @@ pub enum Finished {
 
 /// Commits a batch of finished attempts in one transaction: successes with one UPDATE, one
 /// INSERT of their attempt records and one INSERT of their ledger entries (`ON CONFLICT DO
-/// NOTHING` on the ledger's idempotency key); failures one by one. Returns, per item, whether
+/// NOTHING` on the ledger's idempotency key) and one INSERT of the outbox rows of their
+/// `job.succeeded` events; failures one by one. Returns, per item, whether
 /// it moved the job (false: the job was already terminal, nothing written for it).
 pub async fn finish_attempts(
     conn: &mut AsyncPgConnection,
@@ -421,6 +430,11 @@ pub async fn finish_attempts(
                     .do_nothing()
                     .execute(conn)
                     .await?;
+                let events: Vec<&NewOutboxMessage> =
+                    billed.iter().filter_map(|s| s.event.as_ref()).collect();
+                if !events.is_empty() {
+                    diesel::insert_into(outbox::table).values(events).execute(conn).await?;
+                }
             }
         }
         let mut results = Vec::with_capacity(items.len());

@@ -18,14 +18,18 @@ pub mod ledger;
 pub mod migrate;
 pub mod models;
 pub mod outbox;
+pub mod payments;
 pub mod period_usage;
 pub mod plans;
 pub mod pool;
 pub mod schema;
+pub mod schema_payments;
+pub mod schema_webhooks;
 pub mod subscriptions;
 pub mod tenants;
 pub mod traffic;
 pub mod usage;
+pub mod webhooks;
 
 pub use diesel_async::AsyncPgConnection;
 pub use error::StorageError;

@@ -14,6 +14,12 @@
 //! | `POST /v1/invoices/{id}/void` | `{reason}` |
 //! | `POST /v1/invoices/{id}/credit_notes` | `{amount_minor, reason}` |
 //! | `POST /v1/billing/runs` | a billing pass for the tenant now |
+//! | `POST /v1/invoices/{id}/refund` | `{amount_minor?, reason}` (+ optional `Idempotency-Key`) → refund through Stripe |
+//! | `GET /v1/invoices/{id}/payments` | the invoice's payments and dunning case |
+//! | `POST /v1/billing/checkout` | `{account_id \| account, success_url, cancel_url}` → `{url, session_id, customer}` |
+//! | `POST /v1/billing/portal` | `{account_id \| account, return_url}` → `{url, customer}` |
+//! | `POST /v1/billing/dunning/runs` | `{as_of?}` (not in the future) → the tenant's due retries now |
+//! | `GET /v1/billing/dunning/cases[?status=&limit=]` | dunning cases with retries and notifications |
 
 use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -56,7 +62,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             "/v1/invoices/{id}/credit_notes",
             web::post().to(credit_invoice),
         )
-        .route("/v1/billing/runs", web::post().to(billing_run));
+        .route("/v1/billing/runs", web::post().to(billing_run))
+        .route("/v1/invoices/{id}/refund", web::post().to(refund_invoice))
+        .route(
+            "/v1/invoices/{id}/payments",
+            web::get().to(invoice_payments),
+        )
+        .route("/v1/billing/checkout", web::post().to(checkout))
+        .route("/v1/billing/portal", web::post().to(portal))
+        .route("/v1/billing/dunning/runs", web::post().to(dunning_run))
+        .route("/v1/billing/dunning/cases", web::get().to(dunning_cases));
 }
 
 /// The tenant the gateway authenticated, after checking the internal token (401 otherwise).
@@ -569,7 +584,7 @@ async fn void_invoice(
     let tenant = tenant(&req, &state)?;
     let id = invoice_id(&path)?;
     let mut conn = conn(&state).await?;
-    crate::invoicing::void(&mut conn, tenant, id, &body.reason).await?;
+    crate::invoicing::void(&state.context, &mut conn, tenant, id, &body.reason).await?;
     Ok(HttpResponse::Ok().json(invoice_view(&state, &mut conn, tenant, id).await?))
 }
 
@@ -609,4 +624,197 @@ async fn billing_run(
     )
     .await?;
     Ok(HttpResponse::Ok().json(report))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RefundBody {
+    /// Minor units; default: everything not yet refunded.
+    #[serde(default)]
+    amount_minor: Option<i64>,
+    reason: String,
+}
+
+async fn refund_invoice(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<RefundBody>,
+) -> Result<HttpResponse, BillingError> {
+    let tenant = tenant(&req, &state)?;
+    let id = invoice_id(&path)?;
+    let key = req
+        .headers()
+        .get("idempotency-key")
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| BillingError::Invalid("Idempotency-Key must be ASCII".into()))
+        })
+        .transpose()?;
+    let refund = crate::payments::refund(
+        &state.context,
+        tenant,
+        id,
+        body.amount_minor,
+        &body.reason,
+        key,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(crate::payments::RefundView::from(refund)))
+}
+
+async fn invoice_payments(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+) -> Result<HttpResponse, BillingError> {
+    let tenant = tenant(&req, &state)?;
+    let id = invoice_id(&path)?;
+    let mut conn = conn(&state).await?;
+    let invoice = invoices::find(&mut conn, tenant, id, false)
+        .await?
+        .ok_or(BillingError::InvoiceNotFound)?;
+    let payments = tollgate_storage::payments::payments_of_invoice(&mut conn, invoice.id).await?;
+    let mut refunds = Vec::new();
+    for p in &payments {
+        refunds.extend(
+            tollgate_storage::payments::refunds_of(&mut conn, p.id)
+                .await?
+                .into_iter()
+                .map(crate::payments::RefundView::from),
+        );
+    }
+    let case =
+        match tollgate_storage::payments::case_of_invoice(&mut conn, invoice.id, false).await? {
+            Some(case) => Some(crate::dunning::CaseView::build(&mut conn, case).await?),
+            None => None,
+        };
+    let data: Vec<crate::payments::PaymentView> = payments
+        .into_iter()
+        .map(crate::payments::PaymentView::from)
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "invoice": InvoiceId::from_uuid(invoice.id).to_string(),
+        "status": invoice.status,
+        "paid_at": invoice.paid_at,
+        "data": data,
+        "refunds": refunds,
+        "dunning": case,
+    })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CheckoutBody {
+    /// `acc_…`
+    #[serde(default)]
+    account_id: Option<String>,
+    /// The account's external id (instead of `account_id`).
+    #[serde(default)]
+    account: Option<String>,
+    success_url: String,
+    cancel_url: String,
+}
+
+async fn checkout(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<CheckoutBody>,
+) -> Result<HttpResponse, BillingError> {
+    let tenant = tenant(&req, &state)?;
+    let account = crate::checkout::find_account(
+        &state.context,
+        tenant,
+        body.account_id.as_deref(),
+        body.account.as_deref(),
+    )
+    .await?;
+    let view = crate::checkout::checkout(
+        &state.context,
+        &account,
+        &body.success_url,
+        &body.cancel_url,
+    )
+    .await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PortalBody {
+    #[serde(default)]
+    account_id: Option<String>,
+    #[serde(default)]
+    account: Option<String>,
+    return_url: String,
+}
+
+async fn portal(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: web::Json<PortalBody>,
+) -> Result<HttpResponse, BillingError> {
+    let tenant = tenant(&req, &state)?;
+    let account = crate::checkout::find_account(
+        &state.context,
+        tenant,
+        body.account_id.as_deref(),
+        body.account.as_deref(),
+    )
+    .await?;
+    let view = crate::checkout::portal(&state.context, &account, &body.return_url).await?;
+    Ok(HttpResponse::Created().json(view))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct DunningRunBody {
+    #[serde(default)]
+    as_of: Option<DateTime<Utc>>,
+}
+
+/// Runs the tenant's due retries. `as_of` may lie in the past (what was due then), never in
+/// the future: running retries early would charge customers early. The test clock is the
+/// operator CLI's `tollgatectl dunning run --as-of`.
+async fn dunning_run(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    body: Option<web::Json<DunningRunBody>>,
+) -> Result<HttpResponse, BillingError> {
+    let tenant = tenant(&req, &state)?;
+    let now = Utc::now();
+    let as_of = body.and_then(|b| b.into_inner().as_of).unwrap_or(now);
+    if as_of > now + chrono::Duration::seconds(5) {
+        return Err(BillingError::Invalid(
+            "as_of must not be in the future (the operator CLI takes a test clock)".into(),
+        ));
+    }
+    let report = crate::dunning::run(
+        &state.context,
+        &crate::dunning::DunningRunOptions {
+            tenant: Some(tenant),
+            as_of,
+            batch: state.dunning_batch,
+        },
+    )
+    .await?;
+    Ok(HttpResponse::Ok().json(report))
+}
+
+async fn dunning_cases(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    query: web::Query<ListQuery>,
+) -> Result<HttpResponse, BillingError> {
+    let tenant = tenant(&req, &state)?;
+    let limit = limit(query.limit)?;
+    let mut conn = conn(&state).await?;
+    let rows =
+        tollgate_storage::payments::list_cases(&mut conn, tenant, query.status.as_deref(), limit)
+            .await?;
+    let mut data = Vec::with_capacity(rows.len());
+    for row in rows {
+        data.push(crate::dunning::CaseView::build(&mut conn, row).await?);
+    }
+    Ok(HttpResponse::Ok().json(serde_json::json!({ "data": data })))
 }

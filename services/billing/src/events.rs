@@ -2,6 +2,10 @@
 //! written in the transaction of the change it announces and published by the outbox relay
 //! with publisher confirms to the events exchange, routed by its type. Also the publisher of
 //! quota thresholds, which the ledger's trigger records once per threshold and period.
+//!
+//! Events: `subscription.updated`, `invoice.finalized`, `payment.requested`,
+//! `usage.threshold_reached` (issue 4) and `invoice.paid`, `payment.succeeded`,
+//! `payment.failed`, `payment.refunded` (issue 5, see `payments` and `dunning`).
 
 use chrono::Utc;
 use diesel::prelude::*;
@@ -36,6 +40,17 @@ pub async fn enqueue(
     tenant: Uuid,
     event: BillingEvent,
 ) -> Result<(), BillingError> {
+    enqueue_with_id(ctx, conn, tenant, event).await.map(|_| ())
+}
+
+/// [`enqueue`], returning the message id (the envelope id; dunning records it with each
+/// notification).
+pub async fn enqueue_with_id(
+    ctx: &BillingContext,
+    conn: &mut AsyncPgConnection,
+    tenant: Uuid,
+    event: BillingEvent,
+) -> Result<Uuid, BillingError> {
     let id = Uuid::now_v7();
     let routing_key = event.event_type().to_owned();
     let envelope = Envelope::billing("billing", TenantId::from_uuid(tenant), id, event);
@@ -51,20 +66,20 @@ pub async fn enqueue(
         },
     )
     .await?;
-    Ok(())
+    Ok(id)
 }
 
-/// Announces `subscription.updated` for `sub` after `change`.
+/// Announces `subscription.updated` for `sub` after `change`; returns the message id.
 pub(crate) async fn subscription_updated(
     ctx: &BillingContext,
     conn: &mut AsyncPgConnection,
     sub: &SubscriptionRow,
     plans: &mut PlanCache,
     change: &str,
-) -> Result<(), BillingError> {
+) -> Result<Uuid, BillingError> {
     let plan = plans.get(conn, sub.plan_version_id).await?;
     let event = subscription_event(sub, plan, change);
-    enqueue(ctx, conn, sub.tenant_id, event).await
+    enqueue_with_id(ctx, conn, sub.tenant_id, event).await
 }
 
 /// Publishes up to `limit` recorded quota-threshold crossings (one `usage.threshold_reached`

@@ -1,7 +1,8 @@
 //! Finalizing invoices and showing them (issue 4, "Billing runs", "Invoice PDF"): the gapless
 //! number, the PDF (rendered by `tollgate-invoice-pdf`, stored as an artifact, served through a
-//! signed link), `invoice.finalized` and `payment.requested` through the outbox; and the one
-//! JSON shape of an invoice, from which the PDF is also drawn (so the two always agree).
+//! signed link), `invoice.finalized` and `payment.requested` through the outbox, and (issue 5)
+//! the invoice's first payment for the collector; and the one JSON shape of an invoice, from
+//! which the PDF is also drawn (so the two always agree).
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -68,6 +69,7 @@ pub async fn finalize(
             },
         )
         .await?;
+        crate::payments::request_first_payment(ctx, conn, &draft).await?;
     }
     Ok(())
 }
@@ -132,6 +134,8 @@ pub struct InvoiceView {
     pub period_end: DateTime<Utc>,
     pub grace_until: DateTime<Utc>,
     pub finalized_at: Option<DateTime<Utc>>,
+    /// When the PSP reported the payment that paid it.
+    pub paid_at: Option<DateTime<Utc>>,
     pub subtotal_minor: i64,
     pub discount_minor: i64,
     pub total_minor: i64,
@@ -220,6 +224,7 @@ impl InvoiceView {
             period_end: invoice.period_end,
             grace_until: invoice.grace_until,
             finalized_at: invoice.finalized_at,
+            paid_at: invoice.paid_at,
             subtotal_minor: invoice.subtotal_minor,
             discount_minor: invoice.discount_minor,
             total_minor: invoice.total_minor,
@@ -315,28 +320,38 @@ fn tier_rows(detail: &serde_json::Value) -> Vec<TierLineDoc> {
 }
 
 /// Voids a final, unpaid invoice with a reason (1 to 500 characters); the invoice's numbers
-/// stay as they were. Errors: a bad reason (422), not found or not voidable (409
+/// stay as they were. Its dunning case, if any, is canceled with its scheduled retries (and the
+/// subscription moves accordingly). Errors: a bad reason (422), not found or not voidable (409
 /// INVOICE_STATE).
 pub async fn void(
+    ctx: &BillingContext,
     conn: &mut AsyncPgConnection,
     tenant_id: Uuid,
     invoice_id: Uuid,
     reason: &str,
 ) -> Result<(), BillingError> {
-    let reason = reason.trim();
+    use diesel_async::AsyncConnection;
+    let reason = reason.trim().to_owned();
     if reason.is_empty() || reason.len() > 500 {
         return Err(BillingError::Invalid(
             "reason must be 1 to 500 characters".into(),
         ));
     }
-    invoices::void(conn, tenant_id, invoice_id, reason)
-        .await
-        .map_err(|e| match e {
-            tollgate_storage::StorageError::NotFound => BillingError::InvoiceState(
-                "cannot be voided: only finalized, unpaid invoices can".into(),
-            ),
-            other => other.into(),
-        })
+    conn.transaction(async move |conn| {
+        let Some(invoice) = invoices::find(conn, tenant_id, invoice_id, true).await? else {
+            return Err(BillingError::InvoiceNotFound);
+        };
+        invoices::void(conn, tenant_id, invoice_id, &reason)
+            .await
+            .map_err(|e| match e {
+                tollgate_storage::StorageError::NotFound => BillingError::InvoiceState(
+                    "cannot be voided: only finalized, unpaid invoices can".into(),
+                ),
+                other => other.into(),
+            })?;
+        crate::dunning::on_void(ctx, conn, &invoice, Utc::now()).await
+    })
+    .await
 }
 
 /// Issues a credit note against a final invoice: `amount_minor` > 0, at most what the invoice

@@ -8,6 +8,7 @@ use tollgate_storage::pool::DatabaseConfig;
 pub const DEFAULTS: &str = r#"
 intake_url = "http://127.0.0.1:8081"
 billing_url = "http://127.0.0.1:8083"
+webhook_url = "http://127.0.0.1:8084"
 internal_token = ""
 max_body_bytes = 1048576
 upstream_timeout_ms = 10000
@@ -41,6 +42,8 @@ pub struct GatewayConfig {
     /// Base URL of billing (`/v1/catalog`, `/v1/plans`, `/v1/subscriptions`, `/v1/invoices`,
     /// `/v1/billing`).
     pub billing_url: String,
+    /// Base URL of the webhook service (`/v1/webhook-endpoints`, `/v1/webhook-deliveries`).
+    pub webhook_url: String,
     /// Sent to internal services in `x-tollgate-internal-token`; a secret.
     pub internal_token: String,
     /// Largest request body accepted, bytes (413 beyond).
@@ -105,6 +108,11 @@ impl GatewayConfig {
         config::require(
             url::Url::parse(&self.billing_url).is_ok(),
             "billing_url",
+            "must be an absolute URL",
+        )?;
+        config::require(
+            url::Url::parse(&self.webhook_url).is_ok(),
+            "webhook_url",
             "must be an absolute URL",
         )?;
         config::require(

@@ -1,6 +1,8 @@
 //! The proxied API. Every `/v1/…` path is served by job-intake (jobs, usage events, usage,
-//! accounts, workspaces, artifacts): it is authenticated, rate limited, bounded and forwarded
-//! with the tenant and the request id, and the upstream status and body are passed back.
+//! accounts, workspaces, artifacts), billing (catalog, plans, subscriptions, invoices,
+//! billing) or the webhook service (webhook-endpoints, webhook-deliveries): it is
+//! authenticated, rate limited, bounded and forwarded with the tenant and the request id, and
+//! the upstream status and body are passed back.
 //!
 //! The exception is `/v1/downloads/…`: signed artifact-download URLs. They are forwarded
 //! without authentication and without a tenant (job-intake verifies the signature, carried in
@@ -43,6 +45,9 @@ const RESOURCES: [&str; 6] = [
 /// The `/v1/` resources the billing service serves.
 const BILLING_RESOURCES: [&str; 5] = ["catalog", "plans", "subscriptions", "invoices", "billing"];
 
+/// The `/v1/` resources the webhook service serves (tenants' endpoints and delivery log).
+const WEBHOOK_RESOURCES: [&str; 2] = ["webhook-endpoints", "webhook-deliveries"];
+
 /// The upstream base URL of an authenticated `/v1/…` path.
 fn upstream_base<'a>(state: &'a GatewayState, path: &str) -> &'a str {
     let resource = path
@@ -51,6 +56,8 @@ fn upstream_base<'a>(state: &'a GatewayState, path: &str) -> &'a str {
         .unwrap_or("");
     if BILLING_RESOURCES.contains(&resource) {
         &state.billing_url
+    } else if WEBHOOK_RESOURCES.contains(&resource) {
+        &state.webhook_url
     } else {
         &state.intake_url
     }
@@ -60,7 +67,11 @@ fn upstream_base<'a>(state: &'a GatewayState, path: &str) -> &'a str {
 /// authenticated.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.route("/v1/downloads/{tail:.*}", web::route().to(download));
-    for resource in RESOURCES.iter().chain(BILLING_RESOURCES.iter()) {
+    for resource in RESOURCES
+        .iter()
+        .chain(BILLING_RESOURCES.iter())
+        .chain(WEBHOOK_RESOURCES.iter())
+    {
         cfg.route(&format!("/v1/{resource}"), web::route().to(forward))
             .route(
                 &format!("/v1/{resource}/{{tail:.*}}"),

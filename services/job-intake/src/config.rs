@@ -140,16 +140,7 @@ pub struct GroupCommitConfig {
     pub max_batch: usize,
 }
 
-/// Outbox relay settings.
-#[derive(Debug, Clone, Deserialize)]
-pub struct RelayConfig {
-    /// Messages claimed and published per transaction.
-    pub batch_size: i64,
-    /// Fallback polling period when no local submission wakes the relay, milliseconds.
-    pub poll_interval_ms: u64,
-    /// Published rows older than this are deleted, seconds.
-    pub purge_after_secs: i64,
-}
+pub use tollgate_runtime::relay::RelayConfig;
 
 impl IntakeConfig {
     /// Loads and validates the configuration.

@@ -15,7 +15,6 @@ pub mod entitlements;
 pub mod error;
 pub mod events;
 pub mod jobs;
-pub mod relay;
 pub mod usage;
 
 use std::net::{SocketAddr, TcpListener};
@@ -23,12 +22,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{middleware, web, App, HttpServer};
-use prometheus::{IntCounter, IntCounterVec, Opts};
+use prometheus::{IntCounterVec, Opts};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_messaging::Broker;
 use tollgate_runtime::http::{observe, Ops, Readiness};
+use tollgate_runtime::relay::Relay;
 use tollgate_storage::group_commit::GroupCommit;
 use tollgate_storage::jobs::JobInserter;
 use tollgate_storage::PgPool;
@@ -98,15 +98,11 @@ pub async fn start(
         ),
         &["outcome"],
     )?;
-    let published = IntCounter::new(
-        "tollgate_outbox_published_total",
-        "Outbox messages published and confirmed",
-    )?;
     registry.register(Box::new(submitted.clone()))?;
-    registry.register(Box::new(published.clone()))?;
+    let published = Relay::counter(&registry)?;
 
     let relay_wake = Arc::new(Notify::new());
-    let relay = relay::Relay {
+    let relay = Relay {
         pool: pool.clone(),
         broker: broker.clone(),
         config: config.relay.clone(),

@@ -9,6 +9,7 @@ use tollgate_storage::pool::DatabaseConfig;
 pub const DEFAULTS: &str = r#"
 prefetch = 64
 catalog_cache_ttl_ms = 5000
+job_events_refresh_ms = 5000
 
 [http]
 host = "127.0.0.1"
@@ -25,6 +26,11 @@ prefix = "tollgate"
 queue_type = "quorum"
 retry_tiers = 8
 max_reconnect_backoff_ms = 5000
+
+[relay]
+batch_size = 500
+poll_interval_ms = 250
+purge_after_secs = 86400
 
 [retry]
 base_delay_ms = 1000
@@ -44,6 +50,12 @@ pub struct WorkerConfig {
     pub prefetch: u16,
     /// How long a job type read from the catalog is reused, milliseconds.
     pub catalog_cache_ttl_ms: u64,
+    /// How often the worker re-reads which tenants have webhook endpoints for job events,
+    /// milliseconds; an endpoint registered for `job.*` gets events for jobs finishing at
+    /// most this long after it was created.
+    pub job_events_refresh_ms: u64,
+    /// The outbox relay publishing the worker's job events.
+    pub relay: tollgate_runtime::relay::RelayConfig,
 }
 
 /// The ops HTTP server (`/healthz`, `/readyz`, `/metrics`). Port 0 picks a free port.
@@ -78,6 +90,16 @@ impl WorkerConfig {
     /// Checks values that deserialize but make no sense.
     pub fn validate(&self) -> Result<(), ConfigError> {
         config::require(self.prefetch > 0, "prefetch", "must be at least 1")?;
+        config::require(
+            self.job_events_refresh_ms > 0,
+            "job_events_refresh_ms",
+            "must be positive",
+        )?;
+        config::require(
+            self.relay.batch_size > 0,
+            "relay.batch_size",
+            "must be positive",
+        )?;
         config::require(
             self.database.pool_size > 0,
             "database.pool_size",

@@ -20,19 +20,20 @@ use prometheus::{HistogramVec, IntCounterVec};
 use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tollgate_domain::{Envelope, JobCommand, JobId, TenantId};
+use tollgate_domain::{Envelope, JobCommand, JobEvent, JobId, TenantId};
 use tollgate_messaging::{Broker, OutgoingMessage};
 use tollgate_storage::catalog::Catalog;
 use tollgate_storage::group_commit::GroupCommit;
 use tollgate_storage::jobs::{
     AttemptFinisher, AttemptStarter, Failure, FailureNext, Finished, Success,
 };
-use tollgate_storage::models::NewLedgerEntry;
+use tollgate_storage::models::{NewLedgerEntry, NewOutboxMessage};
 use tollgate_storage::{PgPool, StorageError};
 use tracing::Instrument;
 
 use crate::config::RetryConfig;
 use crate::executor::{execute_http, Outcome};
+use crate::job_events::JobEventSubscribers;
 
 /// Worker metrics.
 #[derive(Clone)]
@@ -57,6 +58,10 @@ pub struct Consumer {
     pub retry: RetryConfig,
     pub prefetch: u16,
     pub metrics: WorkerMetrics,
+    /// Tenants whose webhook endpoints want job events.
+    pub job_events: JobEventSubscribers,
+    /// Wakes the worker's outbox relay after a commit that wrote job events.
+    pub relay_wake: Arc<tokio::sync::Notify>,
 }
 
 /// What to do with the delivery once the handler is done.
@@ -245,15 +250,25 @@ impl Consumer {
         let label = match outcome {
             Outcome::Success { output, units } => {
                 let Some(cost) = units.checked_mul(weight) else {
+                    let error = format!("cost overflow: {units} units × weight {weight}");
                     let failure = Failure {
                         job_id: job_id.as_uuid(),
                         attempt: attempt_i32,
                         next: FailureNext::Failed,
-                        error: format!("cost overflow: {units} units × weight {weight}"),
+                        event: self.failure_event(
+                            tenant,
+                            job_id,
+                            &job.job_type,
+                            attempt_i32,
+                            FailureNext::Failed,
+                            &error,
+                            None,
+                        )?,
+                        error,
                         http_status: None,
                         duration_ms,
                     };
-                    self.finishes.submit(Finished::Failure(failure)).await?;
+                    self.finish(Finished::Failure(failure)).await?;
                     self.metrics.attempts.with_label_values(&["failed"]).inc();
                     return Ok(());
                 };
@@ -281,12 +296,16 @@ impl Consumer {
                         dimension: None,
                         reverses_id: None,
                     },
+                    event: self.success_event(
+                        tenant,
+                        job_id,
+                        &job.job_type,
+                        attempt_i32,
+                        units,
+                        cost,
+                    )?,
                 };
-                if self
-                    .finishes
-                    .submit(Finished::Success(Box::new(success)))
-                    .await?
-                {
+                if self.finish(Finished::Success(Box::new(success))).await? {
                     "succeeded"
                 } else {
                     "duplicate"
@@ -298,15 +317,25 @@ impl Consumer {
                 } else {
                     FailureNext::Dead
                 };
+                let http_status = http_status.map(i32::from);
                 let failure = Failure {
                     job_id: job_id.as_uuid(),
                     attempt: attempt_i32,
                     next,
+                    event: self.failure_event(
+                        tenant,
+                        job_id,
+                        &job.job_type,
+                        attempt_i32,
+                        next,
+                        &error,
+                        http_status,
+                    )?,
                     error,
-                    http_status: http_status.map(i32::from),
+                    http_status,
                     duration_ms,
                 };
-                let recorded = self.finishes.submit(Finished::Failure(failure)).await?;
+                let recorded = self.finish(Finished::Failure(failure)).await?;
                 match (recorded, next) {
                     (false, _) => "duplicate",
                     (true, FailureNext::Retry) => {
@@ -319,15 +348,25 @@ impl Consumer {
                 }
             }
             Outcome::Permanent { error, http_status } => {
+                let http_status = http_status.map(i32::from);
                 let failure = Failure {
                     job_id: job_id.as_uuid(),
                     attempt: attempt_i32,
                     next: FailureNext::Failed,
+                    event: self.failure_event(
+                        tenant,
+                        job_id,
+                        &job.job_type,
+                        attempt_i32,
+                        FailureNext::Failed,
+                        &error,
+                        http_status,
+                    )?,
                     error,
-                    http_status: http_status.map(i32::from),
+                    http_status,
                     duration_ms,
                 };
-                if self.finishes.submit(Finished::Failure(failure)).await? {
+                if self.finish(Finished::Failure(failure)).await? {
                     "failed"
                 } else {
                     "duplicate"
@@ -341,6 +380,98 @@ impl Consumer {
             .observe(duration.as_secs_f64());
         tracing::info!(job_id = %job_id, attempt, outcome = label, duration_ms, "attempt finished");
         Ok(())
+    }
+
+    /// Commits a finished attempt (group commit); wakes the relay when the commit wrote a job
+    /// event. Returns whether the attempt moved the job.
+    async fn finish(&self, finished: Finished) -> Result<bool, ProcessError> {
+        let has_event = match &finished {
+            Finished::Success(success) => success.event.is_some(),
+            Finished::Failure(failure) => failure.event.is_some(),
+        };
+        let moved = self.finishes.submit(finished).await?;
+        if moved && has_event {
+            self.relay_wake.notify_one();
+        }
+        Ok(moved)
+    }
+
+    /// `job.succeeded` for the outbox when the tenant has an endpoint for it.
+    fn success_event(
+        &self,
+        tenant: TenantId,
+        job_id: JobId,
+        job_type: &str,
+        attempts: i32,
+        units: i64,
+        cost: i64,
+    ) -> Result<Option<NewOutboxMessage>, ProcessError> {
+        self.job_event(
+            tenant,
+            JobEvent::SucceededV1 {
+                job_id,
+                job_type: job_type.to_owned(),
+                attempts,
+                units,
+                cost,
+                finished_at: chrono::Utc::now(),
+            },
+        )
+    }
+
+    /// `job.dead` (retries exhausted) or `job.failed` (permanent) for the outbox when the
+    /// tenant has an endpoint for it; nothing for a failure that will be retried.
+    #[allow(clippy::too_many_arguments)]
+    fn failure_event(
+        &self,
+        tenant: TenantId,
+        job_id: JobId,
+        job_type: &str,
+        attempts: i32,
+        next: FailureNext,
+        error: &str,
+        http_status: Option<i32>,
+    ) -> Result<Option<NewOutboxMessage>, ProcessError> {
+        let (job_type, error, finished_at) =
+            (job_type.to_owned(), error.to_owned(), chrono::Utc::now());
+        let event = match next {
+            FailureNext::Retry => return Ok(None),
+            FailureNext::Dead => JobEvent::DeadV1 {
+                job_id,
+                job_type,
+                attempts,
+                error,
+                http_status,
+                finished_at,
+            },
+            FailureNext::Failed => JobEvent::FailedV1 {
+                job_id,
+                job_type,
+                attempts,
+                error,
+                http_status,
+                finished_at,
+            },
+        };
+        self.job_event(tenant, event)
+    }
+
+    fn job_event(
+        &self,
+        tenant: TenantId,
+        event: JobEvent,
+    ) -> Result<Option<NewOutboxMessage>, ProcessError> {
+        if !self.job_events.wants(tenant.as_uuid(), event.event_type()) {
+            return Ok(None);
+        }
+        let envelope = Envelope::job_event("worker", tenant, event);
+        Ok(Some(NewOutboxMessage {
+            message_id: envelope.id,
+            exchange: self.broker.topology().events_exchange(),
+            routing_key: envelope.event_type.clone(),
+            payload: serde_json::to_vec(&envelope)
+                .map_err(|e| ProcessError::Encode(e.to_string()))?,
+        }))
     }
 
     /// Publishes attempt `failed_attempt + 1` to the delay queue for `failed_attempt`.

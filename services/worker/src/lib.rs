@@ -5,6 +5,7 @@
 pub mod config;
 pub mod consume;
 pub mod executor;
+pub mod job_events;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_messaging::Broker;
 use tollgate_runtime::http::{observe, Ops, Readiness};
+use tollgate_runtime::relay::Relay;
 
 pub use config::WorkerConfig;
 use consume::{Consumer, WorkerMetrics};
@@ -28,6 +30,9 @@ pub struct RunningWorker {
     pub addr: SocketAddr,
     server: actix_web::dev::ServerHandle,
     consumer: JoinHandle<()>,
+    /// The outbox relay and the job-event subscription refresh; stopped last.
+    background: Vec<JoinHandle<()>>,
+    background_cancel: CancellationToken,
     stop: CancellationToken,
     kill: CancellationToken,
     broker_cancel: CancellationToken,
@@ -38,6 +43,10 @@ impl RunningWorker {
     pub async fn stop(self) {
         self.stop.cancel();
         let _ = self.consumer.await;
+        self.background_cancel.cancel();
+        for task in self.background {
+            let _ = task.await;
+        }
         self.broker_cancel.cancel();
         self.server.stop(true).await;
     }
@@ -47,6 +56,10 @@ impl RunningWorker {
     pub async fn kill(self) {
         self.kill.cancel();
         let _ = self.consumer.await;
+        self.background_cancel.cancel();
+        for task in self.background {
+            task.abort();
+        }
         self.broker_cancel.cancel();
         self.server.stop(false).await;
     }
@@ -74,6 +87,27 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
     registry.register(Box::new(attempts.clone()))?;
     registry.register(Box::new(execution.clone()))?;
 
+    // Job events leave through the outbox; this relay publishes them (any service's relay
+    // would: the table is shared).
+    let background_cancel = CancellationToken::new();
+    let relay_wake = Arc::new(tokio::sync::Notify::new());
+    let relay = Relay {
+        pool: pool.clone(),
+        broker: broker.clone(),
+        config: config.relay.clone(),
+        wake: relay_wake.clone(),
+        published: Relay::counter(&registry)?,
+    };
+    let job_events = job_events::JobEventSubscribers::default();
+    let background = vec![
+        tokio::spawn(relay.run(background_cancel.child_token())),
+        tokio::spawn(job_events.clone().run(
+            pool.clone(),
+            Duration::from_millis(config.job_events_refresh_ms),
+            background_cancel.child_token(),
+        )),
+    ];
+
     let http = reqwest::Client::builder()
         .connect_timeout(Duration::from_secs(5))
         .pool_max_idle_per_host(usize::from(config.prefetch))
@@ -93,6 +127,8 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
             attempts,
             execution,
         },
+        job_events,
+        relay_wake,
     });
     let stop = CancellationToken::new();
     let kill = CancellationToken::new();
@@ -123,6 +159,8 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
         addr,
         server: handle,
         consumer: consumer_task,
+        background,
+        background_cancel,
         stop,
         kill,
         broker_cancel,

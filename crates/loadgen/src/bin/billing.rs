@@ -170,6 +170,7 @@ async fn main() -> anyhow::Result<()> {
             },
         )?)),
         grace: TimeDelta::days(3),
+        payments: Default::default(),
     };
     let opts = |as_of| RunOptions {
         tenant: Some(tenant),

@@ -1,23 +1,46 @@
-//! The outbox relay: claims unpublished rows with `FOR UPDATE SKIP LOCKED` (so intake replicas
+//! The outbox relay (SPEC "Messaging"): claims unpublished rows with `FOR UPDATE SKIP LOCKED` (so intake replicas
 //! never publish the same row twice in normal operation), publishes them with publisher
 //! confirms, stamps them published and commits. A crash between the broker's confirm and the
 //! commit republishes the batch; consumers are idempotent, so that is harmless.
 //!
-//! The relay wakes when this process commits a submission, and polls as a fallback (rows
-//! written by other replicas or the operator CLI). While the broker is down it waits; rows
-//! stay in the outbox, so jobs accepted meanwhile are published when it returns.
+//! Every service that writes outbox rows runs one (job-intake, billing, webhook): the table is
+//! shared, so any relay publishes any row, and `SKIP LOCKED` keeps them out of each other's
+//! way. A relay wakes when its process commits a row ([`Relay::wake`]), and polls as a
+//! fallback (rows written by other processes or the operator CLI). While the broker is down it
+//! waits; rows stay in the outbox, so work accepted meanwhile is published when it returns.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use diesel_async::AsyncConnection;
 use prometheus::IntCounter;
+use serde::Deserialize;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tollgate_messaging::{Broker, MessagingError, OutgoingMessage};
 use tollgate_storage::{outbox, PgPool, StorageError};
 
-use crate::config::RelayConfig;
+/// Outbox relay settings (the `[relay]` section of a service's configuration).
+#[derive(Debug, Clone, Deserialize)]
+pub struct RelayConfig {
+    /// Messages claimed and published per transaction.
+    pub batch_size: i64,
+    /// Fallback polling period when nothing wakes the relay, milliseconds.
+    pub poll_interval_ms: u64,
+    /// Published rows older than this are deleted, seconds.
+    pub purge_after_secs: i64,
+}
+
+impl Default for RelayConfig {
+    /// 500 rows per batch, a 250 ms poll, published rows kept one day.
+    fn default() -> Self {
+        Self {
+            batch_size: 500,
+            poll_interval_ms: 250,
+            purge_after_secs: 86_400,
+        }
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 enum RelayError {
@@ -33,7 +56,8 @@ impl From<diesel::result::Error> for RelayError {
     }
 }
 
-/// The relay task's inputs.
+/// The relay task's inputs. `published` counts confirmed messages
+/// (`tollgate_outbox_published_total`; see [`Relay::counter`]).
 pub struct Relay {
     pub pool: PgPool,
     pub broker: Broker,
@@ -43,6 +67,16 @@ pub struct Relay {
 }
 
 impl Relay {
+    /// The `tollgate_outbox_published_total` counter, registered in `registry`.
+    pub fn counter(registry: &prometheus::Registry) -> Result<IntCounter, prometheus::Error> {
+        let published = IntCounter::new(
+            "tollgate_outbox_published_total",
+            "Outbox messages published and confirmed",
+        )?;
+        registry.register(Box::new(published.clone()))?;
+        Ok(published)
+    }
+
     /// Runs until `cancel` fires.
     pub async fn run(self, cancel: CancellationToken) {
         let poll = Duration::from_millis(self.config.poll_interval_ms.max(10));
