@@ -85,6 +85,20 @@ Image reference. Takes (dict "root" $ "image" <service image values>).
 {{- end }}
 
 {{/*
+The AMQP prefix set in jobIntake.env (INTAKE__AMQP__PREFIX), or "" when none is set. Every
+service on the broker (job-intake, worker, billing, webhook) must use the same prefix: it names
+every exchange and queue. billing, worker and webhook get it as their own *__AMQP__PREFIX
+unless their env sets one.
+*/}}
+{{- define "tollgate.amqpPrefix" -}}
+{{- with .Values.jobIntake.env }}
+{{- with index . "INTAKE__AMQP__PREFIX" }}
+{{- toString . }}
+{{- end }}
+{{- end }}
+{{- end }}
+
+{{/*
 In-cluster URL of the job-intake service, handed to the gateway.
 */}}
 {{- define "tollgate.intakeUrl" -}}
@@ -96,4 +110,12 @@ In-cluster URL of the billing service, handed to the gateway.
 */}}
 {{- define "tollgate.billingUrl" -}}
 {{- printf "http://%s:%d" (include "tollgate.componentName" (dict "root" . "component" "billing")) (int .Values.billing.service.port) }}
+{{- end }}
+
+{{/*
+In-cluster URL of the webhook service, handed to the gateway (tenants' /v1/webhook-endpoints and
+/v1/webhook-deliveries).
+*/}}
+{{- define "tollgate.webhookUrl" -}}
+{{- printf "http://%s:%d" (include "tollgate.componentName" (dict "root" . "component" "webhook")) (int .Values.webhook.service.port) }}
 {{- end }}

@@ -2,11 +2,17 @@
 The objects every Tollgate service has: ConfigMap, Deployment, Service, PodDisruptionBudget.
 Each takes one dict:
   root        the top-level context ($)
-  component   "gateway" | "job-intake" | "worker" | "billing"
-  values      that service's values (.Values.gateway, ...)
-  envPrefix   the service's configuration prefix ("GATEWAY", "INTAKE", "WORKER", "BILLING")
-  amqp        true when the service talks to RabbitMQ
-  env         service-specific non-secret variables computed by the chart
+  component      "gateway" | "job-intake" | "worker" | "billing" | "webhook"
+  values         that service's values (.Values.gateway, ...)
+  envPrefix      the service's configuration prefix ("GATEWAY", "INTAKE", "WORKER", "BILLING",
+                 "WEBHOOK")
+  amqp           true when the service talks to RabbitMQ
+  internalToken  true when the service has an internal_token (gateway sends it, job-intake,
+                 billing and webhook require it): <envPrefix>__INTERNAL_TOKEN comes from
+                 secrets.internalTokenKey when that is set
+  env            service-specific non-secret variables computed by the chart
+  secretEnv      optional list of (dict "name" ENV_VAR "ref" (dict "existingSecret" S "key" K)):
+                 each with a non-empty key becomes a secretKeyRef (S empty: secrets.existingSecret)
 */}}
 
 {{- define "tollgate.workload.configData" -}}
@@ -128,6 +134,22 @@ spec:
                 secretKeyRef:
                   name: {{ $secret }}
                   key: {{ $root.Values.secrets.amqpUrlKey }}
+            {{- end }}
+            {{- if and .internalToken $root.Values.secrets.internalTokenKey }}
+            - name: {{ printf "%s__INTERNAL_TOKEN" .envPrefix }}
+              valueFrom:
+                secretKeyRef:
+                  name: {{ $secret }}
+                  key: {{ $root.Values.secrets.internalTokenKey }}
+            {{- end }}
+            {{- range .secretEnv }}
+            {{- if .ref.key }}
+            - name: {{ .name }}
+              valueFrom:
+                secretKeyRef:
+                  name: {{ .ref.existingSecret | default $secret }}
+                  key: {{ .ref.key }}
+            {{- end }}
             {{- end }}
             {{- with $v.extraEnv }}
             {{- toYaml . | nindent 12 }}
