@@ -381,6 +381,27 @@ tg_ensure_tools() {
     fi
 }
 
+# Node.js 20+ and the npm packages in tests/js (the official Stripe SDK and the Standard
+# Webhooks library, pinned by tests/js/package-lock.json): the webhook tests check Tollgate's
+# signatures against them. Installs the packages with `npm ci` when the lockfile changed.
+ensure_node_test_deps() {
+    local major
+    if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+        tg_die "Node.js 20+ with npm is needed by the webhook tests (they verify signatures with
+  the official Stripe and Standard Webhooks libraries). Install it from https://nodejs.org
+  (or: nvm install 20), then rerun."
+    fi
+    major=$(node -p 'process.versions.node.split(".")[0]')
+    [ "$major" -ge 20 ] || tg_die "Node.js $(node --version) is too old for tests/js (needs 20+):
+  install a newer one from https://nodejs.org (or: nvm install 20)"
+    if [ ! -f tests/js/node_modules/.package-lock.json ] \
+        || [ tests/js/package-lock.json -nt tests/js/node_modules/.package-lock.json ]; then
+        tg_log "npm ci --prefix tests/js"
+        npm ci --prefix tests/js --no-audit --no-fund --loglevel=error >/dev/null \
+            || tg_die "npm ci --prefix tests/js failed (is the npm registry reachable?)"
+    fi
+}
+
 # ---------------------------------------------------------------------------------------------
 # The entry point
 

@@ -1,20 +1,23 @@
 # shellcheck shell=bash
 # Runs a whole Tollgate stack from release binaries for the benchmark and chaos scripts:
-# a fresh database, the demo tenant, job-intake, the worker, billing and the gateway, a tenant
-# with an API key and a `wordcount` job type. Source after scripts/lib.sh, then:
+# a fresh database, the demo tenant, job-intake, the worker, billing, the webhook service and
+# the gateway, a tenant with an API key and a `wordcount` job type. Source after
+# scripts/lib.sh, then:
 #
-#   stack_up bench 19000      # database tollgate_bench, ports 19080/19081/19082/19083/19090
+#   stack_up bench 19000      # database tollgate_bench, ports 19080/19081/19082/19083/19084/19090
 #   stack_start_worker        # (again, after a kill)
 #   stack_down                # stops what stack_up started (also on EXIT)
 #
 #   stack_start_gateway 19083 VAR=value…   # another gateway on the same services
 #
-# Exports STACK_DATABASE_URL, STACK_API_KEY, STACK_GATEWAY, STACK_WORKER_PID, STACK_BIN.
+# Exports STACK_DATABASE_URL, STACK_API_KEY, STACK_GATEWAY, STACK_WORKER_PID, STACK_BIN,
+# STACK_WEBHOOK_URL (inbound PSP webhooks: not behind the gateway) and
+# STACK_STRIPE_WEBHOOK_SECRET (the Stripe endpoint secret it accepts).
 
 stack_build() {
     tg_log "building release binaries"
     cargo build --release --quiet -p tollgate-gateway -p tollgate-job-intake -p tollgate-worker \
-        -p tollgate-billing -p tollgate-cli -p tollgate-demo-tenant -p tollgate-loadgen
+        -p tollgate-billing -p tollgate-webhook -p tollgate-cli -p tollgate-demo-tenant -p tollgate-loadgen
     STACK_BIN=$CARGO_TARGET_DIR/release
     export STACK_BIN
 }
@@ -45,8 +48,11 @@ stack_up() { # name baseport
 
     STACK_GATEWAY_PORT=$((base + 80)) STACK_INTAKE_PORT=$((base + 81))
     STACK_WORKER_PORT=$((base + 82)) STACK_BILLING_PORT=$((base + 83)) STACK_DEMO_PORT=$((base + 90))
+    STACK_WEBHOOK_PORT=$((base + 84))
     STACK_GATEWAY=http://127.0.0.1:$STACK_GATEWAY_PORT
-    export STACK_GATEWAY
+    STACK_WEBHOOK_URL=http://127.0.0.1:$STACK_WEBHOOK_PORT
+    STACK_STRIPE_WEBHOOK_SECRET=whsec_$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')
+    export STACK_GATEWAY STACK_WEBHOOK_URL STACK_STRIPE_WEBHOOK_SECRET
     STACK_PREFIX=tollgate_${name}_$$
     STACK_AMQP_URL=${AMQP_URL_DETECTED:-amqp://guest:guest@127.0.0.1:5672/%2f}
     STACK_TOKEN=$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')
@@ -67,20 +73,29 @@ stack_up() { # name baseport
         "$STACK_BIN/tollgate-job-intake" >"$STACK_LOGS/job-intake.log" 2>&1 &
     STACK_PIDS+=($!)
     BILLING__HTTP__PORT=$STACK_BILLING_PORT BILLING__DATABASE__URL=$STACK_DATABASE_URL \
-        BILLING__AMQP__PREFIX=$STACK_PREFIX BILLING__INTERNAL_TOKEN=$token \
+        BILLING__AMQP__URL=$STACK_AMQP_URL BILLING__AMQP__PREFIX=$STACK_PREFIX \
+        BILLING__AMQP__QUEUE_TYPE=${STACK_QUEUE_TYPE:-quorum} BILLING__INTERNAL_TOKEN=$token \
         BILLING__DOCUMENTS__ROOT=$STACK_DOCS BILLING__DOCUMENTS__SIGNING_KEY=$STACK_SIGNING_KEY \
         BILLING__DOCUMENTS__PUBLIC_BASE_URL=$STACK_GATEWAY RUST_LOG=${RUST_LOG:-warn} \
         "$STACK_BIN/tollgate-billing" >"$STACK_LOGS/billing.log" 2>&1 &
     STACK_PIDS+=($!)
+    WEBHOOK__HTTP__PORT=$STACK_WEBHOOK_PORT WEBHOOK__DATABASE__URL=$STACK_DATABASE_URL \
+        WEBHOOK__AMQP__URL=$STACK_AMQP_URL WEBHOOK__AMQP__PREFIX=$STACK_PREFIX \
+        WEBHOOK__AMQP__QUEUE_TYPE=${STACK_QUEUE_TYPE:-quorum} WEBHOOK__INTERNAL_TOKEN=$token \
+        WEBHOOK__STRIPE__ENDPOINT_SECRETS=$STACK_STRIPE_WEBHOOK_SECRET RUST_LOG=${RUST_LOG:-warn} \
+        "$STACK_BIN/tollgate-webhook" >"$STACK_LOGS/webhook.log" 2>&1 &
+    STACK_PIDS+=($!)
     GATEWAY__HTTP__PORT=$STACK_GATEWAY_PORT GATEWAY__DATABASE__URL=$STACK_DATABASE_URL \
         GATEWAY__INTAKE_URL=http://127.0.0.1:$STACK_INTAKE_PORT GATEWAY__INTERNAL_TOKEN=$token \
         GATEWAY__BILLING_URL=http://127.0.0.1:$STACK_BILLING_PORT RUST_LOG=${RUST_LOG:-warn} \
+        GATEWAY__WEBHOOK_URL=$STACK_WEBHOOK_URL \
         "$STACK_BIN/tollgate-gateway" >"$STACK_LOGS/gateway.log" 2>&1 &
     STACK_PIDS+=($!)
     stack_start_worker
     stack_wait_http "http://127.0.0.1:$STACK_DEMO_PORT/healthz" demo-tenant "$STACK_LOGS/demo-tenant.log"
     stack_wait_http "http://127.0.0.1:$STACK_INTAKE_PORT/readyz" job-intake "$STACK_LOGS/job-intake.log"
     stack_wait_http "http://127.0.0.1:$STACK_BILLING_PORT/readyz" billing "$STACK_LOGS/billing.log"
+    stack_wait_http "$STACK_WEBHOOK_URL/readyz" webhook "$STACK_LOGS/webhook.log"
     stack_wait_http "$STACK_GATEWAY/readyz" gateway "$STACK_LOGS/gateway.log"
 
     local ctl=("$STACK_BIN/tollgatectl" --database-url "$STACK_DATABASE_URL")
@@ -97,6 +112,7 @@ stack_start_gateway() { # port [VAR=value ...]
     env "$@" GATEWAY__HTTP__PORT="$port" GATEWAY__DATABASE__URL="$STACK_DATABASE_URL" \
         GATEWAY__INTAKE_URL="http://127.0.0.1:$STACK_INTAKE_PORT" GATEWAY__INTERNAL_TOKEN="$STACK_TOKEN" \
         GATEWAY__BILLING_URL="http://127.0.0.1:$STACK_BILLING_PORT" RUST_LOG="${RUST_LOG:-warn}" \
+        GATEWAY__WEBHOOK_URL="$STACK_WEBHOOK_URL" \
         "$STACK_BIN/tollgate-gateway" >"$STACK_LOGS/gateway-$port.log" 2>&1 &
     STACK_PIDS+=($!)
     stack_wait_http "http://127.0.0.1:$port/readyz" "gateway :$port" "$STACK_LOGS/gateway-$port.log"

@@ -11,6 +11,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib.sh
 
 ensure_services
+ensure_node_test_deps
 
 base=$(pg_url postgres)
 export TEST_PG_URL=${base%/postgres}
