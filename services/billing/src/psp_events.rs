@@ -796,8 +796,11 @@ pub struct ConsumerSettings {
 /// The consumer: declares its durable queue (bound to `psp.#` on the events exchange,
 /// dead-lettering to `{prefix}.dlx`), applies each event and acks after the commit;
 /// undecodable messages are rejected to the dead-letter queue; a failure to apply (database
-/// or PSP down) requeues the message after `retry_delay`. Reconnects with the broker. On
-/// cancel it stops taking messages and finishes the one it holds.
+/// or PSP down) requeues the message after `retry_delay`. Up to `prefetch` events are applied
+/// at once, each in its own transaction: application tolerates any order (see the module
+/// docs), and two events about one object serialize on its row locks; one that fails (a
+/// deadlock, say) is requeued and applied again. Reconnects with the broker. On cancel it
+/// stops taking messages and finishes the ones it holds.
 pub(crate) async fn consume(
     ctx: BillingContext,
     broker: Broker,
@@ -872,17 +875,25 @@ pub(crate) async fn consume(
             }
         };
         tracing::info!(queue = %settings.queue, "consuming PSP events");
+        // The prefetch bounds how many are in flight: the broker sends no more unacked ones.
+        let in_flight = tokio_util::task::TaskTracker::new();
         loop {
             let next = tokio::select! {
                 _ = cancel.cancelled() => {
                     let tag = consumer.tag();
                     let _ = channel.basic_cancel(tag.as_str().into(), BasicCancelOptions::default()).await;
+                    in_flight.close();
+                    in_flight.wait().await;
                     return;
                 }
                 next = consumer.next() => next,
             };
             match next {
-                Some(Ok(delivery)) => handle(&ctx, delivery, &settings, &cancel).await,
+                Some(Ok(delivery)) => {
+                    let (ctx, settings, cancel) = (ctx.clone(), settings.clone(), cancel.clone());
+                    in_flight
+                        .spawn(async move { handle(&ctx, delivery, &settings, &cancel).await });
+                }
                 Some(Err(error)) => {
                     tracing::warn!(%error, "PSP event consumer error; reconnecting");
                     break;

@@ -7,8 +7,9 @@
 //! `--duplicate-every`-th event is delivered twice, as Stripe does on a lost acknowledgement.
 //! Reports verified events acknowledged per second and acknowledgement latency p50/p99/max
 //! (request sent → 2xx received), then checks in PostgreSQL that `psp_events` holds exactly
-//! one row per distinct event of the run. Exits non-zero on any non-2xx answer or a count
-//! mismatch.
+//! one row per distinct event of the run, and waits (up to `--apply-wait-secs`) until billing
+//! has applied every one of them (`psp_event_applications`), reporting the rate at which it
+//! did. Exits non-zero on any non-2xx answer, a count mismatch or events left unapplied.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -48,6 +49,9 @@ struct Args {
     /// Deliver every n-th event twice (0: never).
     #[arg(long, default_value_t = 10)]
     duplicate_every: u64,
+    /// How long to wait for billing to apply every event, seconds (0: do not wait).
+    #[arg(long, default_value_t = 300)]
+    apply_wait_secs: u64,
 }
 
 /// A `payment_intent.succeeded` event as Stripe sends it (API version 2024-06-20), not
@@ -207,6 +211,33 @@ async fn main() -> anyhow::Result<()> {
     );
     if u64::try_from(stored.n).ok() != Some(args.events) {
         bail!("expected exactly one stored row per distinct event");
+    }
+    if args.apply_wait_secs == 0 {
+        return Ok(());
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.apply_wait_secs);
+    let applied = loop {
+        let applied: Count = diesel::sql_query(
+            "SELECT count(*) AS n FROM psp_event_applications \
+             WHERE psp = 'stripe' AND event_id LIKE $1",
+        )
+        .bind::<Text, _>(format!("evt_bench_{run}_%"))
+        .get_result(&mut conn)
+        .await?;
+        if u64::try_from(applied.n).ok() == Some(args.events) || Instant::now() > deadline {
+            break applied.n;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let applied_in = started.elapsed();
+    println!(
+        "billing applied {applied} of {} events {:.2} s after the first delivery: {:.0} events/s applied",
+        args.events,
+        applied_in.as_secs_f64(),
+        applied as f64 / applied_in.as_secs_f64()
+    );
+    if u64::try_from(applied).ok() != Some(args.events) {
+        bail!("billing left events unapplied after {} s", args.apply_wait_secs);
     }
     Ok(())
 }
