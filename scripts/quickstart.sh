@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
 # Tollgate quickstart: builds the services, runs them against a local PostgreSQL and RabbitMQ
 # (installing and starting those on Debian/Ubuntu when needed), sets up a demo tenant with the
-# operator CLI, submits real documents as jobs through the gateway, waits for every job to
-# finish, and prints what was billed. Stops everything it started when it exits.
+# operator CLI, registers a webhook endpoint on the demo tenant, submits real documents as
+# jobs through the gateway, waits for every job to finish, prints what was billed, has a
+# simulated Stripe event pay the invoice, and checks the webhooks the tenant received. Stops
+# everything it started when it exits.
 #
 #   bash scripts/quickstart.sh                 # the demo; exit 0 when every job ended as expected
 #   bash scripts/quickstart.sh --keep-running  # same, then leave the services up until Ctrl-C
 #
 # Environment (all optional):
 #   QS_GATEWAY_PORT=18080 QS_INTAKE_PORT=18081 QS_WORKER_PORT=18082 QS_BILLING_PORT=18083
-#   QS_DEMO_TENANT_PORT=18090
+#   QS_WEBHOOK_PORT=18084 QS_DEMO_TENANT_PORT=18090
 #   QS_DATABASE=tollgate_quickstart   dropped and recreated on every run
 #   QS_DOCS_DIR=/usr/share/common-licenses   the documents to count (default: that folder, or
 #                                     the repository's own *.md files when it is absent)
@@ -28,7 +30,7 @@ for arg in "$@"; do
     case "$arg" in
         --keep-running) KEEP_RUNNING=1 ;;
         -h | --help)
-            sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+            sed -n '2,/^[^#]/{/^#/p}' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
             exit 0
             ;;
         *) tg_die "unknown argument: $arg (try --help)" ;;
@@ -39,12 +41,15 @@ GATEWAY_PORT=${QS_GATEWAY_PORT:-18080}
 INTAKE_PORT=${QS_INTAKE_PORT:-18081}
 WORKER_PORT=${QS_WORKER_PORT:-18082}
 BILLING_PORT=${QS_BILLING_PORT:-18083}
+WEBHOOK_PORT=${QS_WEBHOOK_PORT:-18084}
 DEMO_PORT=${QS_DEMO_TENANT_PORT:-18090}
 QS_DATABASE=${QS_DATABASE:-tollgate_quickstart}
 QS_TIMEOUT=${QS_TIMEOUT:-120}
 AMQP_PREFIX=tollgate_qs
 GATEWAY=http://127.0.0.1:$GATEWAY_PORT
 DEMO=http://127.0.0.1:$DEMO_PORT
+# Inbound PSP webhooks go straight to the webhook service (the ingress routes /webhooks there).
+WEBHOOK=http://127.0.0.1:$WEBHOOK_PORT
 MAX_DOC_BYTES=$((200 * 1024))
 
 STATE_DIR=$ROOT/.tollgate
@@ -90,9 +95,9 @@ if [ -f "$PID_FILE" ]; then
     sleep 1
     rm -f "$PID_FILE"
 fi
-for port in "$GATEWAY_PORT" "$INTAKE_PORT" "$WORKER_PORT" "$BILLING_PORT" "$DEMO_PORT"; do
+for port in "$GATEWAY_PORT" "$INTAKE_PORT" "$WORKER_PORT" "$BILLING_PORT" "$WEBHOOK_PORT" "$DEMO_PORT"; do
     if tg_tcp_open 127.0.0.1 "$port"; then
-        tg_die "port $port is already in use; free it or choose other ports (QS_GATEWAY_PORT, QS_INTAKE_PORT, QS_WORKER_PORT, QS_BILLING_PORT, QS_DEMO_TENANT_PORT)"
+        tg_die "port $port is already in use; free it or choose other ports (QS_GATEWAY_PORT, QS_INTAKE_PORT, QS_WORKER_PORT, QS_BILLING_PORT, QS_WEBHOOK_PORT, QS_DEMO_TENANT_PORT)"
     fi
 done
 
@@ -101,12 +106,12 @@ done
 
 step "Building release binaries (CARGO_TARGET_DIR=$CARGO_TARGET_DIR)"
 cargo build --release \
-    -p tollgate-gateway -p tollgate-job-intake -p tollgate-worker -p tollgate-billing -p tollgate-cli \
-    -p tollgate-demo-tenant
+    -p tollgate-gateway -p tollgate-job-intake -p tollgate-worker -p tollgate-billing -p tollgate-webhook \
+    -p tollgate-cli -p tollgate-demo-tenant
 BIN=$CARGO_TARGET_DIR/release
 CTL_BIN=$BIN/tollgatectl
 [ -x "$CTL_BIN" ] || tg_die "$CTL_BIN was not built (crates/cli must define the tollgatectl binary)"
-for b in tollgate-gateway tollgate-job-intake tollgate-worker tollgate-billing tollgate-demo-tenant; do
+for b in tollgate-gateway tollgate-job-intake tollgate-worker tollgate-billing tollgate-webhook tollgate-demo-tenant; do
     [ -x "$BIN/$b" ] || tg_die "$BIN/$b was not built"
 done
 
@@ -169,6 +174,9 @@ INTERNAL_TOKEN=qs_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 # Invoice PDFs (billing) and artifacts (job-intake) share one store and link-signing key.
 ARTIFACTS_DIR=$ROOT/.tollgate/quickstart/artifacts
 SIGNING_KEY=qs_$(od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
+# The Stripe endpoint secret the webhook service verifies `Stripe-Signature` with (at Stripe it
+# is the endpoint's signing secret; here the quickstart plays Stripe, so it makes one up).
+STRIPE_WEBHOOK_SECRET=whsec_$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
 
 step "Starting services"
 start demo-tenant "$BIN/tollgate-demo-tenant" --addr "127.0.0.1:$DEMO_PORT"
@@ -192,30 +200,48 @@ start worker \
     WORKER__AMQP__QUEUE_TYPE=classic \
     WORKER__AMQP__QUEUE_EXPIRES_MS=600000 \
     WORKER__RETRY__BASE_DELAY_MS=500 \
+    WORKER__JOB_EVENTS_REFRESH_MS=500 \
     "$BIN/tollgate-worker"
 start billing \
     BILLING__HTTP__PORT="$BILLING_PORT" \
     BILLING__DATABASE__URL="$DB_URL" \
+    BILLING__AMQP__URL="$AMQP" \
     BILLING__AMQP__PREFIX="$AMQP_PREFIX" \
+    BILLING__AMQP__QUEUE_TYPE=classic \
+    BILLING__AMQP__QUEUE_EXPIRES_MS=600000 \
     BILLING__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
     BILLING__DOCUMENTS__ROOT="$ARTIFACTS_DIR" \
     BILLING__DOCUMENTS__SIGNING_KEY="$SIGNING_KEY" \
     BILLING__DOCUMENTS__PUBLIC_BASE_URL="$GATEWAY" \
     "$BIN/tollgate-billing"
+# allow-private-networks: the demo tenant's receiver is on 127.0.0.1, which the webhook
+# service refuses by default (endpoint URLs are tenants' input).
+start webhook \
+    WEBHOOK__HTTP__PORT="$WEBHOOK_PORT" \
+    WEBHOOK__DATABASE__URL="$DB_URL" \
+    WEBHOOK__AMQP__URL="$AMQP" \
+    WEBHOOK__AMQP__PREFIX="$AMQP_PREFIX" \
+    WEBHOOK__AMQP__QUEUE_TYPE=classic \
+    WEBHOOK__AMQP__QUEUE_EXPIRES_MS=600000 \
+    WEBHOOK__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
+    WEBHOOK__STRIPE__ENDPOINT_SECRETS="$STRIPE_WEBHOOK_SECRET" \
+    WEBHOOK__DELIVERY__ALLOW_PRIVATE_NETWORKS=true \
+    "$BIN/tollgate-webhook"
 start gateway \
     GATEWAY__HTTP__PORT="$GATEWAY_PORT" \
     GATEWAY__DATABASE__URL="$DB_URL" \
     GATEWAY__INTAKE_URL="http://127.0.0.1:$INTAKE_PORT" \
     GATEWAY__BILLING_URL="http://127.0.0.1:$BILLING_PORT" \
+    GATEWAY__WEBHOOK_URL="$WEBHOOK" \
     GATEWAY__INTERNAL_TOKEN="$INTERNAL_TOKEN" \
     "$BIN/tollgate-gateway"
 
 # Waits until every service answers 200 on its probe, or dies showing the logs.
 wait_ready() {
-    local -a names=(demo-tenant job-intake worker billing gateway)
+    local -a names=(demo-tenant job-intake worker billing webhook gateway)
     local -a urls=("$DEMO/healthz" "http://127.0.0.1:$INTAKE_PORT/readyz" "http://127.0.0.1:$WORKER_PORT/readyz"
-        "http://127.0.0.1:$BILLING_PORT/readyz" "$GATEWAY/readyz")
-    local -a ready=(0 0 0 0 0)
+        "http://127.0.0.1:$BILLING_PORT/readyz" "$WEBHOOK/readyz" "$GATEWAY/readyz")
+    local -a ready=(0 0 0 0 0 0)
     local start_s=$SECONDS i all
     while :; do
         all=1
@@ -250,6 +276,8 @@ wait_ready
 
 # ---------------------------------------------------------------------------------------------
 # 5. Tenant, key, job types
+
+CHECK_FAILURES=()
 
 step "Setting up tenant demo with tollgatectl"
 TENANT_ID=$(ctl tenant create --name demo --rate-limit-per-minute 100000)
@@ -316,7 +344,6 @@ JOB_IDS=()
 JOB_TYPES=()
 JOB_NAMES=()
 JOB_EXPECT=()
-CHECK_FAILURES=()
 N=0
 
 # post BODY_FILE OUT_FILE [EXTRA CURL ARGS...] prints the HTTP status.
@@ -347,6 +374,39 @@ submit() {
         CHECK_FAILURES+=("submission of $type $name answered $code")
     fi
 }
+
+# The demo tenant's receiver (examples/demo-tenant, POST /webhooks) verifies each delivery's
+# Standard Webhooks signature with the endpoint's secret and counts the event types.
+WEBHOOK_TYPES=(job.succeeded job.dead invoice.finalized invoice.paid)
+step "Webhook endpoint for tenant demo (POST $GATEWAY/v1/webhook-endpoints)"
+ENDPOINT_ID=''
+types_json=$(printf '"%s",' "${WEBHOOK_TYPES[@]}")
+printf '{"url":"%s/webhooks","description":"quickstart: the demo tenant receiver","event_types":[%s]}' \
+    "$DEMO" "${types_json%,}" >"$WORK/endpoint.body"
+code=$(curl -sS -o "$WORK/endpoint.json" -w '%{http_code}' --max-time 10 \
+    -H "Authorization: Bearer $API_KEY" -H 'Content-Type: application/json' \
+    --data-binary "@$WORK/endpoint.body" "$GATEWAY/v1/webhook-endpoints" || echo 000)
+IFS=$'\t' read -r endpoint_id endpoint_secret err < <(json_fields "$WORK/endpoint.json" id secret error.code)
+if [ "$code" = 201 ] && [ "$endpoint_id" != - ] && [ "$endpoint_secret" != - ]; then
+    printf '  %s %s -> %s/webhooks for %s\n' "$code" "$endpoint_id" "$DEMO" "${WEBHOOK_TYPES[*]}"
+    # Tollgate makes the secret and shows it once; the receiver, already running, is given it.
+    code=$(curl -sS -o "$WORK/receiver-secret.json" -w '%{http_code}' --max-time 10 -X PUT \
+        -H 'Content-Type: application/json' -d "{\"secret\":\"$endpoint_secret\"}" \
+        "$DEMO/webhooks/secret" || echo 000)
+    printf '  secret %s… (returned once) given to the receiver: PUT %s/webhooks/secret -> %s\n' \
+        "${endpoint_secret:0:10}" "$DEMO" "$code"
+    if [ "$code" = 204 ]; then
+        ENDPOINT_ID=$endpoint_id
+    else
+        CHECK_FAILURES+=("the demo tenant refused the webhook secret ($code: $(head -c 200 "$WORK/receiver-secret.json"))")
+    fi
+    # The worker announces job events only for tenants with an endpoint; it re-reads them every
+    # WORKER__JOB_EVENTS_REFRESH_MS (500 here): wait a few rounds before submitting.
+    sleep 1.5
+else
+    printf '  %s %s %s\n' "$code" "$err" "$(head -c 300 "$WORK/endpoint.json")"
+    CHECK_FAILURES+=("webhook endpoint registration answered $code $err")
+fi
 
 DOCS_DIR=${QS_DOCS_DIR:-/usr/share/common-licenses}
 DOCS=()
@@ -607,6 +667,150 @@ else
     CHECK_FAILURES+=("no invoice was produced by the billing run")
 fi
 
+# Stripe-Signature for a body (https://docs.stripe.com/webhooks#verify-manually):
+# t=<unix seconds>,v1=<hex HMAC-SHA256 of "<t>.<raw body>" under the endpoint secret>. With
+# tests/js installed (npm ci --prefix tests/js) the official Stripe SDK's test helper makes it,
+# else openssl, else python3.
+STRIPE_SIGNER=''
+if command -v node >/dev/null 2>&1 && [ -d "$ROOT/tests/js/node_modules/stripe" ]; then
+    STRIPE_SIGNER="the Stripe SDK (node tests/js/stripe-header.js)"
+elif command -v openssl >/dev/null 2>&1; then
+    STRIPE_SIGNER="openssl dgst -sha256 -hmac"
+elif [ -n "$PYTHON" ]; then
+    STRIPE_SIGNER="python3 hmac"
+fi
+# stripe_signature SECRET TIMESTAMP BODY prints the header value (BODY: JSON without backslashes).
+stripe_signature() {
+    local secret=$1 t=$2 body=$3
+    case "$STRIPE_SIGNER" in
+        "the Stripe SDK"*)
+            printf '{"payload":"%s","secret":"%s","timestamp":%s}' "${body//\"/\\\"}" "$secret" "$t" |
+                node "$ROOT/tests/js/stripe-header.js" | sed -n 's/.*"header":"\([^"]*\)".*/\1/p'
+            ;;
+        openssl*)
+            printf 't=%s,v1=%s' "$t" "$(printf '%s.%s' "$t" "$body" | openssl dgst -sha256 -hmac "$secret" | sed 's/^.*= *//')"
+            ;;
+        python3*)
+            "$PYTHON" -c 'import hashlib, hmac, sys
+s, t, b = sys.argv[1:4]
+print(f"t={t},v1=" + hmac.new(s.encode(), f"{t}.{b}".encode(), hashlib.sha256).hexdigest(), end="")' "$secret" "$t" "$body"
+            ;;
+    esac
+}
+# stripe_post SIGNATURE BODY OUT prints the HTTP status of POST /webhooks/stripe.
+stripe_post() {
+    curl -sS -o "$3" -w '%{http_code}' --max-time 10 -H 'Content-Type: application/json' \
+        -H "Stripe-Signature: $1" --data-binary "$2" "$WEBHOOK/webhooks/stripe" || echo 000
+}
+rand_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+
+PAID=0
+if [ -n "$INVOICE_ID" ] && [ -z "$STRIPE_SIGNER" ]; then
+    CHECK_FAILURES+=("nothing to sign a Stripe event with (node with tests/js, openssl or python3)")
+elif [ -n "$INVOICE_ID" ]; then
+    step "Stripe reports the payment: a signed invoice.payment_succeeded to POST $WEBHOOK/webhooks/stripe"
+    # What Stripe sends when the customer pays (https://docs.stripe.com/api/events/object): the
+    # Stripe invoice names Tollgate's invoice in its metadata, as Tollgate sets it on what it
+    # creates at Stripe.
+    IFS=$'\t' read -r total_minor total currency < <(json_fields "$WORK/invoice.json" total_minor total currency)
+    stripe_currency=$(printf '%s' "$currency" | tr '[:upper:]' '[:lower:]')
+    stripe_event() { # event id → the event JSON
+        printf '{"id":"%s","object":"event","api_version":"2024-06-20","created":%s,"data":{"object":{"id":"in_qs_%s","object":"invoice","status":"paid","payment_intent":"pi_qs_%s","amount_due":%s,"amount_paid":%s,"currency":"%s","metadata":{"tollgate_invoice":"%s"}}},"livemode":false,"pending_webhooks":1,"request":{"id":null,"idempotency_key":null},"type":"invoice.payment_succeeded"}' \
+            "$1" "$(date +%s)" "$(rand_hex 8)" "$(rand_hex 8)" "$total_minor" "$total_minor" "$stripe_currency" "$INVOICE_ID"
+    }
+    event_id=evt_qs_$(rand_hex 12)
+    event_body=$(stripe_event "$event_id")
+    event_sig=$(stripe_signature "$STRIPE_WEBHOOK_SECRET" "$(date +%s)" "$event_body")
+    printf '  %s: invoice %s paid (%s %s, amount_paid %s), signed with %s\n' \
+        "$event_id" "$INVOICE_ID" "$currency" "$total" "$total_minor" "$STRIPE_SIGNER"
+    printf '  Stripe-Signature: %s…\n' "${event_sig:0:40}"
+    code=$(stripe_post "$event_sig" "$event_body" "$WORK/stripe-event.json")
+    printf '  signed with the endpoint secret -> %s %s\n' "$code" "$(head -c 200 "$WORK/stripe-event.json")"
+    [ "$code" = 200 ] || CHECK_FAILURES+=("the signed Stripe event answered $code: $(head -c 200 "$WORK/stripe-event.json")")
+    # A forgery: another event signed with a secret that is not the endpoint's.
+    forged_id=evt_qs_forged_$(rand_hex 6)
+    forged_body=$(stripe_event "$forged_id")
+    forged_sig=$(stripe_signature "whsec_$(rand_hex 24)" "$(date +%s)" "$forged_body")
+    code=$(stripe_post "$forged_sig" "$forged_body" "$WORK/stripe-forged.json")
+    err=$(json_fields "$WORK/stripe-forged.json" error.code)
+    stored=$(psql "$DB_URL" -Atc "SELECT count(*) FROM psp_events WHERE event_id = '$forged_id'" 2>/dev/null || echo '?')
+    printf '  forged (signed with another)    -> %s %s, %s events stored for %s\n' "$code" "$err" "$stored" "$forged_id"
+    [ "$code" = 401 ] && [ "$stored" = 0 ] ||
+        CHECK_FAILURES+=("a forged Stripe event answered $code $err ($stored stored), expected 401 and nothing stored")
+    # The webhook service stores it and publishes it; billing applies it from its queue.
+    PAY_START=$SECONDS inv_status='' paid_at=''
+    while ((SECONDS - PAY_START < 30)); do
+        curl -sS -o "$WORK/invoice-paid.json" --max-time 10 -H "Authorization: Bearer $API_KEY" \
+            "$GATEWAY/v1/invoices/$INVOICE_ID" 2>/dev/null || true
+        IFS=$'\t' read -r inv_number inv_status paid_at < <(json_fields "$WORK/invoice-paid.json" number status paid_at)
+        [ "$inv_status" = paid ] && break
+        sleep 0.5
+    done
+    printf '  GET /v1/invoices/%s -> %s %s, paid_at %s (after %ss)\n' "$INVOICE_ID" "$inv_number" "$inv_status" "$paid_at" "$((SECONDS - PAY_START))"
+    if [ "$inv_status" = paid ]; then
+        PAID=1
+    else
+        CHECK_FAILURES+=("invoice $INVOICE_ID is $inv_status 30 s after the signed invoice.payment_succeeded, expected paid")
+    fi
+fi
+
+if [ -n "$ENDPOINT_ID" ]; then
+    step "Webhooks the demo tenant received and verified (GET $DEMO/webhooks/received)"
+    # Deliveries it must refuse: unsigned, and signed with a made-up signature.
+    fake_body='{"type":"job.succeeded","timestamp":"2026-01-01T00:00:00Z","data":{}}'
+    code_unsigned=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H 'Content-Type: application/json' \
+        --data-binary "$fake_body" "$DEMO/webhooks" || echo 000)
+    code_forged=$(curl -sS -o /dev/null -w '%{http_code}' --max-time 10 -H 'Content-Type: application/json' \
+        -H "webhook-id: msg_qs_forged" -H "webhook-timestamp: $(date +%s)" \
+        -H "webhook-signature: v1,$(head -c 32 /dev/urandom | base64)" \
+        --data-binary "$fake_body" "$DEMO/webhooks" || echo 000)
+    printf '  unsigned delivery -> %s, forged signature -> %s (neither counted)\n' "$code_unsigned" "$code_forged"
+    [ "$code_unsigned" = 401 ] && [ "$code_forged" = 401 ] ||
+        CHECK_FAILURES+=("the demo tenant's receiver answered $code_unsigned (unsigned) and $code_forged (forged), expected 401")
+    want=("$(count_status succeeded)" "$(count_status dead)" "$([ -n "$INVOICE_ID" ] && echo 1 || echo 0)" "$PAID")
+    # received_counts FILE prints the count of each WEBHOOK_TYPES entry, then rejected and
+    # duplicates, tab-separated.
+    received_counts() {
+        if [ "$JSON_TOOL" = python3 ]; then
+            "$PYTHON" - "$1" "${WEBHOOK_TYPES[@]}" <<'PY'
+import json, sys
+try:
+    with open(sys.argv[1], encoding="utf-8") as f:
+        doc = json.load(f)
+except Exception:
+    doc = {}
+events = doc.get("events") or {}
+out = [str(events.get(t, 0)) for t in sys.argv[2:]]
+print("\t".join(out + [str(doc.get("rejected", "-")), str(doc.get("duplicates", "-"))]))
+PY
+        else
+            jq -r --args '(.events // {}) as $e | [($ARGS.positional[] | ($e[.] // 0 | tostring)),
+                (.rejected // "-" | tostring), (.duplicates // "-" | tostring)] | join("\t")' \
+                "${WEBHOOK_TYPES[@]}" <"$1" 2>/dev/null || printf -- '-\n'
+        fi
+    }
+    RECV_START=$SECONDS
+    while :; do
+        curl -sS -o "$WORK/received.json" --max-time 10 "$DEMO/webhooks/received" 2>/dev/null || true
+        IFS=$'\t' read -r -a got < <(received_counts "$WORK/received.json")
+        [ "${got[*]:0:4}" = "${want[*]}" ] && break
+        ((SECONDS - RECV_START >= 30)) && break
+        sleep 0.5
+    done
+    printf '  %-18s %8s %8s\n' event received expected
+    for i in "${!WEBHOOK_TYPES[@]}"; do
+        mark=ok
+        if [ "${got[$i]:-}" != "${want[$i]}" ]; then
+            mark=MISMATCH
+            CHECK_FAILURES+=("the demo tenant received ${got[$i]:--} ${WEBHOOK_TYPES[$i]} webhooks, expected ${want[$i]}")
+        fi
+        printf '  %-18s %8s %8s  %s\n' "${WEBHOOK_TYPES[$i]}" "${got[$i]:--}" "${want[$i]}" "$mark"
+    done
+    printf '  rejected %s (the two above), duplicates %s (redeliveries of a message id, counted once)\n' \
+        "${got[4]:--}" "${got[5]:--}"
+    [ "${got[4]:-}" = 2 ] || CHECK_FAILURES+=("the demo tenant rejected ${got[4]:--} deliveries, expected only the 2 forged ones")
+fi
+
 step "tollgatectl jobs dead --tenant demo"
 ctl jobs dead --tenant demo | sed 's/^/  /' || CHECK_FAILURES+=("tollgatectl jobs dead failed")
 DEAD_ID=''
@@ -649,7 +853,7 @@ fi
 
 echo
 if [ "${#CHECK_FAILURES[@]}" -eq 0 ]; then
-    printf '\033[1;32mQuickstart OK:\033[0m %s jobs reached their expected state (wordcount and summarize-flaky succeeded, strict failed, unavailable dead); billed once each; invoice %s finalized with its PDF.\n' "${#JOB_IDS[@]}" "${INVOICE_ID:-?}"
+    printf '\033[1;32mQuickstart OK:\033[0m %s jobs reached their expected state (wordcount and summarize-flaky succeeded, strict failed, unavailable dead); billed once each; invoice %s finalized with its PDF, then paid by a verified Stripe event; the demo tenant verified and counted every webhook.\n' "${#JOB_IDS[@]}" "${INVOICE_ID:-?}"
     verdict=0
 else
     printf '\033[1;31mQuickstart FAILED:\033[0m\n'
@@ -664,6 +868,8 @@ if [ "$KEEP_RUNNING" = 1 ]; then
 Services keep running until Ctrl-C:
   gateway  $GATEWAY      (API key: $API_KEY)
   curl -s -H "Authorization: Bearer $API_KEY" '$GATEWAY/v1/jobs?limit=5'
+  curl -s -H "Authorization: Bearer $API_KEY" '$GATEWAY/v1/webhook-deliveries?limit=5'
+  curl -s '$DEMO/webhooks/received'     (the demo tenant's webhook counts)
   DATABASE_URL='$DB_URL' TOLLGATE_AMQP_PREFIX=$AMQP_PREFIX $CTL_BIN summary --tenant demo
 EOF
     trap 'exit "$verdict"' INT TERM

@@ -8,6 +8,10 @@
 //! Endpoints: `/wordcount` (real work on real text, units = tokens), `/flaky` (503 for the
 //! first `fail_times` attempts, then as `/wordcount`), `/unavailable` (always 503), `/reject`
 //! (always 400) and `GET /healthz`.
+//!
+//! It also receives Tollgate's outbound webhooks ([`webhooks`]): `POST /webhooks` verifies
+//! the Standard Webhooks signature and counts each event type, `GET /webhooks/received` shows
+//! the counts.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +21,10 @@ use actix_web::http::StatusCode;
 use actix_web::{dev::Server, web, App, HttpRequest, HttpResponse, HttpServer, ResponseError};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
+
+pub mod webhooks;
+
+pub use webhooks::WebhookReceiver;
 
 /// Largest request body accepted, in bytes.
 const MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -228,7 +236,7 @@ async fn healthz() -> HttpResponse {
     HttpResponse::Ok().finish()
 }
 
-/// Registers every route; shared by [`serve`] and the tests.
+/// Registers every job route; shared by [`serve`] and the tests.
 fn configure(cfg: &mut web::ServiceConfig) {
     let json = web::JsonConfig::default()
         .limit(MAX_BODY_BYTES)
@@ -241,13 +249,19 @@ fn configure(cfg: &mut web::ServiceConfig) {
         .route("/healthz", web::get().to(healthz));
 }
 
-/// Starts the demo tenant on an already-bound listener; returns the server future handle.
+/// Starts the demo tenant on an already-bound listener, its webhook routes backed by
+/// `webhooks`; returns the server future handle.
 ///
 /// The server stops gracefully on SIGINT/SIGTERM or through its `ServerHandle`.
-pub fn serve(listener: TcpListener) -> std::io::Result<Server> {
-    Ok(HttpServer::new(|| App::new().configure(configure))
-        .listen(listener)?
-        .run())
+pub fn serve(listener: TcpListener, webhooks: WebhookReceiver) -> std::io::Result<Server> {
+    let webhooks = web::Data::new(webhooks);
+    Ok(HttpServer::new(move || {
+        App::new()
+            .configure(configure)
+            .configure(|cfg| webhooks::configure(cfg, webhooks.clone()))
+    })
+    .listen(listener)?
+    .run())
 }
 
 #[cfg(test)]

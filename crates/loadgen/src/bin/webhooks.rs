@@ -237,7 +237,10 @@ async fn main() -> anyhow::Result<()> {
         applied as f64 / applied_in.as_secs_f64()
     );
     if u64::try_from(applied).ok() != Some(args.events) {
-        bail!("billing left events unapplied after {} s", args.apply_wait_secs);
+        bail!(
+            "billing left events unapplied after {} s",
+            args.apply_wait_secs
+        );
     }
     Ok(())
 }
