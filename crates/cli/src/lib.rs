@@ -1,7 +1,7 @@
 //! `tollgatectl`, the operator CLI: migrations, tenants, API keys, the job-type and
 //! billable-metric catalogs, dead jobs and their replay, ledger reversals, usage locks and a
 //! usage summary. It talks to PostgreSQL; messages it needs published (replays) go through the
-//! transactional outbox, which job-intake relays. `events import` alone goes through the
+//! transactional outbox, which the services' relays publish. `events import` alone goes through the
 //! gateway's public API, so imported events get exactly the validation and dedupe of any client.
 
 pub mod billing;
@@ -581,7 +581,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
                     job.status
                 );
             }
-            println!("replayed {job_id}: queued again (job-intake's relay publishes it)");
+            println!("replayed {job_id}: queued again (an outbox relay publishes it)");
         }
         Command::Webhook { command } => {
             let tenant = match &command {
