@@ -92,6 +92,7 @@ struct State {
     intents: Vec<Value>,
     customers: HashMap<String, Value>,
     subscriptions: HashMap<String, Value>,
+    setup_intents: HashMap<String, Value>,
     payouts: Vec<Value>,
     balance_transactions: HashMap<String, Vec<Value>>,
     script: VecDeque<IntentScript>,
@@ -364,6 +365,10 @@ fn route(
         ("GET", ["v1", "subscriptions", id]) => match state.subscriptions.get(*id) {
             Some(s) => (200, s.clone()),
             None => no_such("subscription", id),
+        },
+        ("GET", ["v1", "setup_intents", id]) => match state.setup_intents.get(*id) {
+            Some(s) => (200, s.clone()),
+            None => no_such("setup_intent", id),
         },
         ("POST", ["v1", "refunds"]) => {
             let Some(pi_id) = get(form, "payment_intent") else {
@@ -655,6 +660,13 @@ impl StripeFake {
                 pi["amount_received"] = pi["amount"].clone();
             }
         }
+    }
+
+    /// Adds (or replaces) a SetupIntent (what a retrieve answers): the card a setup-mode
+    /// Checkout Session saved.
+    pub fn put_setup_intent(&self, setup_intent: Value) {
+        let id = setup_intent["id"].as_str().unwrap_or_default().to_owned();
+        lock(&self.state).setup_intents.insert(id, setup_intent);
     }
 
     /// Adds (or replaces) a subscription (what a retrieve answers).

@@ -330,6 +330,12 @@ async fn link_card(app: &TestApp, stripe: &StripeFake, customer: &Customer) -> S
         .as_deref()
         .is_some_and(|k| k.starts_with("tollgate-checkout-")));
 
+    // As Stripe sends it: the session names its SetupIntent by id only; billing fetches it
+    // from Stripe for the saved card.
+    stripe.put_setup_intent(json!({
+        "id": "seti_1", "object": "setup_intent", "status": "succeeded",
+        "customer": cus, "payment_method": "pm_card_visa",
+    }));
     let event = StripeFake::event(
         &format!("evt_checkout_{}", Uuid::new_v4().simple()),
         "checkout.session.completed",
@@ -338,7 +344,7 @@ async fn link_card(app: &TestApp, stripe: &StripeFake, customer: &Customer) -> S
             "id": session, "object": "checkout.session", "mode": "setup", "status": "complete",
             "customer": cus, "client_reference_id": customer.account.to_string(),
             "metadata": { "tollgate_account": customer.account.to_string() },
-            "setup_intent": { "id": "seti_1", "object": "setup_intent", "payment_method": "pm_card_visa" },
+            "setup_intent": "seti_1",
         }),
     );
     deliver(app, &event).await;

@@ -281,6 +281,30 @@ pub async fn claim_pending(
     .await?)
 }
 
+/// Renews the lease on a pending payment just before it is sent to the PSP, if the caller
+/// still holds it: the row must be `pending` with the `next_attempt_at` the caller claimed it
+/// with (`held`). Moves it to `now + lease_secs`; returns false (nothing written) when the
+/// payment was decided or taken by another collector meanwhile.
+pub async fn renew_lease(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    held: DateTime<Utc>,
+    now: DateTime<Utc>,
+    lease_secs: i64,
+) -> Result<bool, StorageError> {
+    let renewed = diesel::update(payments::table)
+        .filter(payments::id.eq(id))
+        .filter(payments::status.eq("pending"))
+        .filter(payments::next_attempt_at.eq(held))
+        .set((
+            payments::next_attempt_at.eq(now + chrono::Duration::seconds(lease_secs)),
+            payments::updated_at.eq(now),
+        ))
+        .execute(conn)
+        .await?;
+    Ok(renewed == 1)
+}
+
 /// Whether an invoice has a payment the PSP has not decided yet (pending or processing).
 pub async fn has_payment_in_flight(
     conn: &mut AsyncPgConnection,

@@ -378,13 +378,30 @@ pub(crate) async fn request_first_payment(
     {
         return Ok(false);
     }
+    let amount = amount_due(conn, invoice).await?;
+    if amount <= 0 {
+        return Ok(false);
+    }
     let n = store::next_attempt(conn, invoice.id).await?;
-    let inserted =
-        store::insert_payment(conn, &new_pending(invoice, n, invoice.total_minor)).await?;
+    let inserted = store::insert_payment(conn, &new_pending(invoice, n, amount)).await?;
     if inserted {
         ctx.payments.collector_wake.notify_one();
     }
     Ok(inserted)
+}
+
+/// What is left to collect on `invoice`, minor units: its total less its credit notes (a
+/// credit note issued after finalization lowers what the customer owes).
+pub(crate) async fn amount_due(
+    conn: &mut AsyncPgConnection,
+    invoice: &InvoiceRow,
+) -> Result<i64, BillingError> {
+    let credited: i64 = tollgate_storage::invoices::credit_notes_of(conn, invoice.id)
+        .await?
+        .iter()
+        .map(|note| note.amount_minor)
+        .sum();
+    Ok(invoice.total_minor - credited)
 }
 
 /// A pending payment of `amount_minor` for attempt `attempt` of `invoice`, due now.
@@ -491,6 +508,38 @@ pub async fn collect(
         )),
         metadata,
     };
+    // Last check before money moves, on the row itself: the payment must still be pending and
+    // still ours (the lease we hold is renewed, so a slow earlier call cannot let another
+    // collector send it meanwhile), and its amount must not exceed what is still owed.
+    {
+        let mut conn = tollgate_storage::pool::get(&ctx.pool).await?;
+        if !store::renew_lease(
+            &mut conn,
+            payment.id,
+            payment.next_attempt_at,
+            Utc::now(),
+            ctx.payments.collector_lease_secs,
+        )
+        .await?
+        {
+            return Ok(Collected::Skipped);
+        }
+        let due = amount_due(&mut conn, &invoice).await?;
+        if payment.amount_minor > due {
+            let why = format!(
+                "credit notes lowered the amount due to {due} minor units after this payment of {} was requested",
+                payment.amount_minor
+            );
+            let cancelled = finish(ctx, payment.id, Finish::Cancel(why), at).await?;
+            if due > 0 {
+                let mut conn = tollgate_storage::pool::get(&ctx.pool).await?;
+                let n = store::next_attempt(&mut conn, invoice.id).await?;
+                store::insert_payment(&mut conn, &new_pending(&invoice, n, due)).await?;
+                ctx.payments.collector_wake.notify_one();
+            }
+            return Ok(cancelled);
+        }
+    }
     let answer = stripe
         .create_payment_intent(&payment.idempotency_key, &params)
         .await;
@@ -529,6 +578,15 @@ pub async fn collect(
             },
             true,
         ),
+        Err(StripeError::InvalidRequest { status, error })
+            if status == 409 || error.r#type == "idempotency_error" =>
+        {
+            // The same key is in flight elsewhere (409), or was used with other parameters: the
+            // charge may exist. Undecided, not a failure: the payment stays pending and its
+            // PaymentIntent's events (or the next send with the same key) decide it.
+            tracing::warn!(payment = %payment.id, status, message = ?error.message, "Stripe reports the idempotency key in use; the payment stays pending");
+            return Ok(Collected::Pending);
+        }
         Err(StripeError::InvalidRequest { status, error }) => {
             tracing::warn!(payment = %payment.id, status, code = ?error.code, message = ?error.message, "Stripe refused the payment intent");
             Finish::Result(
@@ -544,8 +602,11 @@ pub async fn collect(
             )
         }
         Err(StripeError::Decode(msg)) => {
-            tracing::error!(payment = %payment.id, error = %msg, "Stripe's answer could not be read");
-            error_step(&payment, format!("undecodable PSP answer: {msg}"), at)
+            // Stripe answered 2xx, so the charge may exist: never count this as a failure (a
+            // dunning retry would charge again). The payment stays pending: a resend with the
+            // same key replays Stripe's answer, and the PaymentIntent's events decide it.
+            tracing::error!(payment = %payment.id, error = %msg, "Stripe's answer could not be read; the payment stays pending");
+            return Ok(Collected::Pending);
         }
         Err(err) => {
             // Unavailable or authentication trouble: not the customer's failure. The payment
@@ -608,10 +669,16 @@ async fn finish(
         };
         match step {
             Finish::Result(result, confirmed) => {
-                if !matches!(
-                    payment.status.as_str(),
-                    "pending" | "processing" | "errored"
-                ) {
+                // A success Stripe confirmed is money taken: it replaces a failure recorded
+                // meanwhile (the same rule as for events, `payment_takes`).
+                let success_over_failure =
+                    result.outcome == Outcome::Succeeded && payment.status == "failed";
+                if !success_over_failure
+                    && !matches!(
+                        payment.status.as_str(),
+                        "pending" | "processing" | "errored"
+                    )
+                {
                     // An event decided it first.
                     return Ok(outcome_of(&payment.status));
                 }

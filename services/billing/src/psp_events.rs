@@ -127,6 +127,8 @@ impl ApplyReport {
 enum Refetch {
     Intent(String),
     Subscription(String),
+    /// The SetupIntent of a setup-mode Checkout Session: its saved card.
+    SetupIntent(String),
 }
 
 /// The PSP's answer to a [`Refetch`].
@@ -134,6 +136,7 @@ enum Refetch {
 enum Resolved {
     Intent(PaymentIntent),
     Subscription(Subscription),
+    SetupIntent(tollgate_psp::stripe::SetupIntent),
 }
 
 /// Errors inside the applying transaction: a [`Refetch`] rolls it back (nothing, not even the
@@ -188,6 +191,12 @@ pub async fn apply(
                             .await
                             .map_err(BillingError::Psp)?,
                     ),
+                    Refetch::SetupIntent(id) => Resolved::SetupIntent(
+                        stripe
+                            .retrieve_setup_intent(&id)
+                            .await
+                            .map_err(BillingError::Psp)?,
+                    ),
                 });
             }
         }
@@ -230,7 +239,9 @@ async fn apply_once(
             }
         } else {
             match event.event_type.as_str() {
-                "checkout.session.completed" => checkout_completed(ctx, conn, event).await?,
+                "checkout.session.completed" => {
+                    checkout_completed(ctx, conn, event, resolved).await?
+                }
                 "customer.subscription.created"
                 | "customer.subscription.updated"
                 | "customer.subscription.deleted" => {
@@ -302,6 +313,7 @@ async fn checkout_completed(
     ctx: &BillingContext,
     conn: &mut AsyncPgConnection,
     event: &ReceivedEvent,
+    resolved: Option<&Resolved>,
 ) -> Result<ApplyReport, TxError> {
     let session = object(event);
     let Some(customer) = id_of(session, "customer") else {
@@ -326,13 +338,20 @@ async fn checkout_completed(
             "tollgate_tenant does not own the account",
         ));
     }
-    // `setup_intent.payment_method` is there when the session was fetched with
-    // `expand[]=setup_intent`; otherwise the customer is linked without one.
-    let method = session
-        .get("setup_intent")
-        .filter(|s| s.is_object())
-        .and_then(|s| id_of(s, "payment_method"))
-        .map(str::to_owned);
+    // The saved card is the session's SetupIntent's `payment_method`. Webhook events carry
+    // only the SetupIntent's id (`seti_…`), so it is fetched from Stripe (outside this
+    // transaction, then the event is applied again); an expanded object is read as is. With
+    // the PSP off, the customer is linked without a card.
+    let method = match (session.get("setup_intent"), resolved) {
+        (Some(expanded), _) if expanded.is_object() => {
+            id_of(expanded, "payment_method").map(str::to_owned)
+        }
+        (_, Some(Resolved::SetupIntent(intent))) => intent.payment_method.clone(),
+        (Some(serde_json::Value::String(id)), _) if ctx.payments.stripe.is_some() => {
+            return Err(TxError::Refetch(Refetch::SetupIntent(id.clone())));
+        }
+        _ => None,
+    };
     let now = Utc::now();
     let linked = store::link_customer(
         conn,

@@ -33,7 +33,7 @@ use super::form::Form;
 use super::types::{
     ApiErrorBody, BalanceTransaction, CheckoutSession, CheckoutSessionParams, Customer,
     CustomerParams, ListPage, PaymentIntent, PaymentIntentParams, Payout, PortalSession, Refund,
-    Subscription,
+    SetupIntent, Subscription,
 };
 use crate::SecretString;
 
@@ -288,6 +288,12 @@ impl StripeClient {
     /// `GET /v1/payment_intents/{id}` (<https://docs.stripe.com/api/payment_intents/retrieve>).
     pub async fn retrieve_payment_intent(&self, id: &str) -> Result<PaymentIntent, StripeError> {
         self.get(&["v1", "payment_intents", id], None).await
+    }
+
+    /// `GET /v1/setup_intents/{id}` (<https://docs.stripe.com/api/setup_intents/retrieve>):
+    /// the card a setup-mode Checkout Session saved (webhook events carry only its id).
+    pub async fn retrieve_setup_intent(&self, id: &str) -> Result<SetupIntent, StripeError> {
+        self.get(&["v1", "setup_intents", id], None).await
     }
 
     /// `GET /v1/subscriptions/{id}` (<https://docs.stripe.com/api/subscriptions/retrieve>).

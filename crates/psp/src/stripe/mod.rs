@@ -11,7 +11,7 @@ pub use client::{StripeClient, StripeConfig, DEFAULT_API_BASE, DEFAULT_API_VERSI
 pub use error::StripeError;
 pub use types::{
     ApiErrorBody, BalanceTransaction, CheckoutSession, CheckoutSessionParams, Customer,
-    CustomerParams, PaymentIntent, PaymentIntentParams, Payout, PortalSession, Refund,
+    CustomerParams, PaymentIntent, PaymentIntentParams, Payout, PortalSession, Refund, SetupIntent,
     Subscription,
 };
 pub use webhook::{signature_header, StripeVerifier, DEFAULT_TOLERANCE_SECS, SIGNATURE_HEADER};

@@ -217,6 +217,21 @@ pub struct Refund {
     pub payment_intent: Option<String>,
 }
 
+/// A SetupIntent (<https://docs.stripe.com/api/setup_intents/object>), `seti_…`: what a
+/// Checkout Session in `setup` mode leaves behind; `payment_method` is the saved card to charge
+/// off-session later.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SetupIntent {
+    pub id: String,
+    /// `succeeded` once the payment method is saved.
+    pub status: String,
+    #[serde(default)]
+    pub customer: Option<String>,
+    /// `pm_…`.
+    #[serde(default)]
+    pub payment_method: Option<String>,
+}
+
 /// A payout to the platform's bank account (<https://docs.stripe.com/api/payouts/object>),
 /// `po_…`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
