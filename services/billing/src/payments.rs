@@ -1000,6 +1000,22 @@ pub async fn refund(
             // Left pending: the same request (same idempotency key) can be repeated.
             return Err(BillingError::Psp(err));
         }
+        Err(err @ StripeError::Decode(_)) => {
+            // Stripe answered 2xx: the refund may exist. Left pending (it still counts against
+            // what is refundable), so a repeat with the same key replays Stripe's answer and
+            // `charge.refunded` settles it; never `errored`, which would free the amount for a
+            // second refund.
+            return Err(BillingError::Psp(err));
+        }
+        Err(StripeError::InvalidRequest { status, error })
+            if status == 409 || error.r#type == "idempotency_error" =>
+        {
+            // The same refund request is in flight (or its key was reused): left pending.
+            return Err(BillingError::Psp(StripeError::InvalidRequest {
+                status,
+                error,
+            }));
+        }
         Err(err) => {
             row.status = "errored".into();
             row.failure_message = Some(err.to_string());
