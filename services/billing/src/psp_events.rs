@@ -447,15 +447,9 @@ async fn subscription_changed(
     if link.is_none() {
         link = store::subscription_by_psp_id(conn, psp_id).await?;
     }
-    if link.is_none() {
-        if let Some(customer) = id_of(obj, "customer") {
-            if let Some(c) = store::customer_by_psp_id(conn, STRIPE, customer).await? {
-                if let Some(sub) = subscriptions::live_for_account(conn, c.account_id).await? {
-                    link = store::subscription_psp(conn, sub.id).await?;
-                }
-            }
-        }
-    }
+    // Linked only by our own metadata or a link already stored (a Checkout Session in
+    // subscription mode stores one): another Stripe subscription of the same customer (an old
+    // one from the dashboard, say) must never take over the account's live subscription.
     let Some(link) = link else {
         return Ok(ApplyReport::unmatched(format!(
             "no Tollgate subscription for {psp_id}"
@@ -478,8 +472,19 @@ async fn subscription_changed(
     let Some(mut sub) = subscriptions::find(conn, link.tenant_id, link.id, true).await? else {
         return Ok(ApplyReport::unmatched("subscription vanished"));
     };
-    if link.psp_subscription_id.is_none() {
-        store::link_subscription(conn, sub.id, psp_id).await?;
+    // Under the row lock: a concurrent event may have linked another PSP subscription.
+    let locked = store::subscription_psp(conn, sub.id).await?;
+    match locked
+        .as_ref()
+        .and_then(|l| l.psp_subscription_id.as_deref())
+    {
+        Some(linked) if linked != psp_id => {
+            return Ok(ApplyReport::unmatched(format!(
+                "the subscription mirrors another PSP subscription, not {psp_id}"
+            )));
+        }
+        Some(_) => {}
+        None => store::link_subscription(conn, sub.id, psp_id).await?,
     }
     // Re-read under the row lock: another event may have moved it meanwhile.
     let applied_at = store::subscription_psp(conn, sub.id)
