@@ -5,10 +5,10 @@
 
 use anyhow::Context;
 use clap::Subcommand;
+use tollgate_domain::{DeliveryId, EndpointId};
 use tollgate_storage::AsyncPgConnection;
 use tollgate_webhook::deliveries;
 use tollgate_webhook::endpoints::EndpointView;
-use tollgate_webhook::ids::{DeliveryId, EndpointId};
 
 /// `tollgatectl webhook …`
 #[derive(Subcommand)]

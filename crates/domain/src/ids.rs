@@ -123,6 +123,20 @@ prefixed_id!(
     /// A credit note against a finalized invoice.
     CreditNoteId, "cn_", "credit note"
 );
+prefixed_id!(
+    /// A tenant's webhook endpoint.
+    EndpointId, "ep_", "endpoint"
+);
+prefixed_id!(
+    /// A webhook message (one tenant event; the envelope id). Its text is the Standard
+    /// Webhooks `webhook-id` header, the same on every attempt and redelivery, so receivers
+    /// can dedupe on it.
+    MessageId, "msg_", "message"
+);
+prefixed_id!(
+    /// One webhook message to one endpoint.
+    DeliveryId, "dlv_", "delivery"
+);
 
 #[cfg(test)]
 mod tests {
@@ -151,5 +165,23 @@ mod tests {
             .parse::<JobId>()
             .is_err());
         assert!("".parse::<TenantId>().is_err());
+    }
+
+    #[test]
+    fn webhook_ids_round_trip_and_refuse_other_prefixes() {
+        let id = EndpointId::new();
+        assert_eq!(id.to_string().parse::<EndpointId>(), Ok(id));
+        assert!(id.to_string().starts_with("ep_"));
+        assert!(id
+            .to_string()
+            .replace("ep_", "dlv_")
+            .parse::<EndpointId>()
+            .is_err());
+        assert!("dlv_xyz".parse::<DeliveryId>().is_err());
+        let uuid = Uuid::now_v7();
+        assert_eq!(
+            MessageId::from_uuid(uuid).to_string(),
+            format!("msg_{}", uuid.simple())
+        );
     }
 }

@@ -15,8 +15,8 @@ pub mod usage;
 pub use billing::BillingEvent;
 pub use envelope::{Envelope, JobCommand, JobEvent};
 pub use ids::{
-    AccountId, ApiKeyId, ArtifactId, CreditNoteId, IdError, InvoiceId, JobId, PlanVersionId,
-    SubscriptionId, TenantId, WorkspaceId,
+    AccountId, ApiKeyId, ArtifactId, CreditNoteId, DeliveryId, EndpointId, IdError, InvoiceId,
+    JobId, MessageId, PlanVersionId, SubscriptionId, TenantId, WorkspaceId,
 };
 pub use job::{request_hash, IdempotencyKey, JobStatus, JobTypeName, ParseError};
 pub use psp::PspEvent;

@@ -21,8 +21,8 @@ use uuid::Uuid;
 use crate::deliveries;
 use crate::endpoints::{self, EndpointUrl, EndpointView, EventTypes};
 use crate::error::{or_not_found, WebhookError};
-use crate::ids::{DeliveryId, EndpointId};
 use crate::AppState;
+use tollgate_domain::{DeliveryId, EndpointId};
 
 /// Mounts the routes.
 pub fn routes(cfg: &mut web::ServiceConfig) {

@@ -8,7 +8,7 @@ use tollgate_storage::webhooks::{self as store, AttemptRow, DeliveryRow, Message
 use uuid::Uuid;
 
 use crate::error::{or_not_found, WebhookError};
-use crate::ids::{DeliveryId, EndpointId, MessageId};
+use tollgate_domain::{DeliveryId, EndpointId, MessageId};
 
 /// One delivery (a message to an endpoint).
 #[derive(Debug, Clone, Serialize)]

@@ -31,9 +31,9 @@ use tollgate_storage::{PgPool, StorageError};
 
 use crate::config::DeliveryConfig;
 use crate::events::{self, EndpointEvent};
-use crate::ids::{EndpointId, MessageId};
 use crate::metrics::WebhookMetrics;
 use crate::signing::{secrets_in_force, signature_header, Payload};
+use tollgate_domain::{EndpointId, MessageId};
 
 /// Longest response body kept in the attempt log, bytes.
 pub const SNIPPET_BYTES: usize = 1024;

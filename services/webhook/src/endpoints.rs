@@ -10,8 +10,8 @@ use uuid::Uuid;
 
 use crate::error::{or_not_found, WebhookError};
 use crate::events::EVENT_TYPES;
-use crate::ids::EndpointId;
 use crate::signing::generate_secret;
+use tollgate_domain::EndpointId;
 
 /// Most endpoints one tenant may register.
 pub const MAX_ENDPOINTS_PER_TENANT: i64 = 50;

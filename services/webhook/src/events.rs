@@ -14,7 +14,7 @@ use tollgate_storage::models::NewOutboxMessage;
 use tollgate_storage::StorageError;
 use uuid::Uuid;
 
-use crate::ids::EndpointId;
+use tollgate_domain::EndpointId;
 
 /// The event types an endpoint may subscribe to (besides `*`, all of them), issue 5.
 pub const EVENT_TYPES: &[&str] = &[

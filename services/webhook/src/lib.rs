@@ -23,7 +23,6 @@ pub mod endpoints;
 pub mod error;
 pub mod events;
 pub mod fanout;
-pub mod ids;
 pub mod inbound;
 pub mod metrics;
 pub mod signing;
