@@ -175,6 +175,44 @@ impl Topology {
         Ok(())
     }
 
+    /// Declares a service's own durable queue on the events exchange (billing's
+    /// `{p}.billing.psp`, the webhook service's `{p}.webhook.fanout`): of `queue_type`, expiring
+    /// after `queue_expires_ms` unused when set, dead-lettering rejected messages to `{p}.dlx`,
+    /// and bound to `{p}.events` with each of `bindings` (topic patterns such as `psp.#`).
+    /// Idempotent, like [`Topology::declare`].
+    pub async fn declare_event_queue(
+        &self,
+        channel: &Channel,
+        name: &str,
+        bindings: &[&str],
+        queue_type: QueueType,
+        queue_expires_ms: Option<u32>,
+    ) -> Result<(), lapin::Error> {
+        let mut args = FieldTable::default();
+        args.insert("x-queue-type".into(), long_string(queue_type.as_str()));
+        args.insert(
+            "x-dead-letter-exchange".into(),
+            long_string(&self.dead_letter_exchange()),
+        );
+        if let Some(ms) = queue_expires_ms {
+            args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
+        }
+        self.declare_queue(channel, name, args).await?;
+        let exchange = self.events_exchange();
+        for binding in bindings {
+            channel
+                .queue_bind(
+                    name.into(),
+                    exchange.as_str().into(),
+                    (*binding).into(),
+                    QueueBindOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+        }
+        Ok(())
+    }
+
     async fn declare_queue(
         &self,
         channel: &Channel,

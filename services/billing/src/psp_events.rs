@@ -29,9 +29,9 @@ use diesel_async::AsyncConnection;
 use futures_util::StreamExt;
 use lapin::options::{
     BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    BasicRejectOptions, QueueBindOptions, QueueDeclareOptions,
+    BasicRejectOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::FieldTable;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 use tollgate_domain::{Envelope, PspEvent};
@@ -844,37 +844,14 @@ pub(crate) async fn consume(
             channel
                 .basic_qos(settings.prefetch, BasicQosOptions::default())
                 .await?;
-            let mut args = FieldTable::default();
-            args.insert(
-                "x-queue-type".into(),
-                AMQPValue::LongString(LongString::from(settings.queue_type.as_str())),
-            );
-            args.insert(
-                "x-dead-letter-exchange".into(),
-                AMQPValue::LongString(LongString::from(
-                    broker.topology().dead_letter_exchange().as_str(),
-                )),
-            );
-            if let Some(ms) = settings.queue_expires_ms {
-                args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
-            }
-            channel
-                .queue_declare(
-                    settings.queue.as_str().into(),
-                    QueueDeclareOptions {
-                        durable: true,
-                        ..Default::default()
-                    },
-                    args,
-                )
-                .await?;
-            channel
-                .queue_bind(
-                    settings.queue.as_str().into(),
-                    broker.topology().events_exchange().as_str().into(),
-                    "psp.#".into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
+            broker
+                .topology()
+                .declare_event_queue(
+                    &channel,
+                    &settings.queue,
+                    &["psp.#"],
+                    settings.queue_type,
+                    settings.queue_expires_ms,
                 )
                 .await?;
             let consumer = channel

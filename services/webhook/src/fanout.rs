@@ -17,9 +17,8 @@ use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
     BasicAckOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions, BasicRejectOptions,
-    QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString};
+use lapin::types::FieldTable;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -178,40 +177,15 @@ impl Fanout {
         let channel = self.broker.open_channel().await?;
         let topology = self.broker.topology();
         let queue = Self::queue_name(&self.broker);
-        let mut args = FieldTable::default();
-        args.insert(
-            "x-queue-type".into(),
-            AMQPValue::LongString(LongString::from(self.queue_type.as_str())),
-        );
-        args.insert(
-            "x-dead-letter-exchange".into(),
-            AMQPValue::LongString(LongString::from(topology.dead_letter_exchange().as_str())),
-        );
-        if let Some(ms) = self.queue_expires_ms {
-            args.insert("x-expires".into(), AMQPValue::LongUInt(ms));
-        }
-        channel
-            .queue_declare(
-                queue.as_str().into(),
-                QueueDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                args,
+        topology
+            .declare_event_queue(
+                &channel,
+                &queue,
+                FANOUT_BINDINGS,
+                self.queue_type,
+                self.queue_expires_ms,
             )
             .await?;
-        let exchange = topology.events_exchange();
-        for key in FANOUT_BINDINGS {
-            channel
-                .queue_bind(
-                    queue.as_str().into(),
-                    exchange.as_str().into(),
-                    (*key).into(),
-                    QueueBindOptions::default(),
-                    FieldTable::default(),
-                )
-                .await?;
-        }
         channel
             .basic_qos(self.prefetch, BasicQosOptions::default())
             .await?;
