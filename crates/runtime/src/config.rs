@@ -52,6 +52,37 @@ pub fn require(ok: bool, key: &str, why: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A list setting (`#[serde(deserialize_with = "tollgate_runtime::config::list")]`): a TOML
+/// array in the defaults or a file, or, from an environment variable, one comma-separated
+/// string (`BILLING__DUNNING__RETRY_SCHEDULE_SECS=3600,86400`) or a single number (which the
+/// environment source has already parsed as one). Items of the string are trimmed and empty
+/// ones dropped; each is parsed with `T::from_str`.
+pub fn list<'de, D, T>(d: D) -> Result<Vec<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de> + std::str::FromStr,
+    T::Err: std::fmt::Display,
+{
+    use serde::Deserialize;
+    #[derive(serde::Deserialize)]
+    #[serde(untagged)]
+    enum Raw<T> {
+        Many(Vec<T>),
+        Text(String),
+        Number(i64),
+    }
+    let text = match Raw::<T>::deserialize(d)? {
+        Raw::Many(items) => return Ok(items),
+        Raw::Text(text) => text,
+        Raw::Number(n) => n.to_string(),
+    };
+    text.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| item.parse::<T>().map_err(serde::de::Error::custom))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,6 +95,34 @@ mod tests {
     struct Http {
         port: u16,
         host: String,
+    }
+
+    #[derive(serde::Deserialize)]
+    struct Lists {
+        #[serde(deserialize_with = "list")]
+        secs: Vec<u64>,
+        #[serde(deserialize_with = "list")]
+        names: Vec<String>,
+    }
+
+    #[test]
+    fn lists_come_as_arrays_or_comma_separated_from_the_environment() {
+        let defaults = "secs = [1, 2]\nnames = [\"a\"]\n";
+        let cfg: Lists = load("TGLISTTEST", defaults).expect("loads");
+        assert_eq!(cfg.secs, vec![1, 2]);
+        assert_eq!(cfg.names, vec!["a"]);
+        std::env::set_var("TGLISTTEST__SECS", "3600, 86400,");
+        std::env::set_var("TGLISTTEST__NAMES", "12345");
+        let cfg: Lists = load("TGLISTTEST", defaults).expect("loads");
+        assert_eq!(cfg.secs, vec![3600, 86400]);
+        assert_eq!(cfg.names, vec!["12345"]);
+        std::env::set_var("TGLISTTEST__SECS", "60");
+        let cfg: Lists = load("TGLISTTEST", defaults).expect("loads");
+        assert_eq!(cfg.secs, vec![60]);
+        std::env::set_var("TGLISTTEST__SECS", "1,x");
+        assert!(load::<Lists>("TGLISTTEST", defaults).is_err());
+        std::env::remove_var("TGLISTTEST__SECS");
+        std::env::remove_var("TGLISTTEST__NAMES");
     }
 
     #[test]

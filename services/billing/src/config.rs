@@ -145,33 +145,12 @@ pub struct DunningConfig {
     /// When each retry runs, seconds after the first failed payment of an invoice (default
     /// 1 h, 24 h, 72 h). From the environment as a comma-separated list
     /// (`BILLING__DUNNING__RETRY_SCHEDULE_SECS=3600,86400,259200`).
-    #[serde(deserialize_with = "secs_list")]
+    #[serde(deserialize_with = "config::list")]
     pub retry_schedule_secs: Vec<u64>,
     /// Seconds between dunning runs of the scheduler (runs only with `scheduler.enabled`).
     pub interval_secs: u64,
     /// Due retries loaded per run.
     pub batch: i64,
-}
-
-/// A list of seconds as a TOML array or a comma-separated string (environment variables).
-fn secs_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<u64>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        List(Vec<u64>),
-        Text(String),
-        One(u64),
-    }
-    match Raw::deserialize(d)? {
-        Raw::List(v) => Ok(v),
-        Raw::One(n) => Ok(vec![n]),
-        Raw::Text(s) => s
-            .split(',')
-            .map(str::trim)
-            .filter(|p| !p.is_empty())
-            .map(|p| p.parse::<u64>().map_err(serde::de::Error::custom))
-            .collect(),
-    }
 }
 
 /// The HTTP API.

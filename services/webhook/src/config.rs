@@ -168,19 +168,10 @@ pub struct DeliveryConfig {
     pub allow_private_networks: bool,
 }
 
-/// A list of secrets: a TOML/JSON array, or one comma-separated string (environment).
+/// A list of secrets: a TOML array, or one comma-separated string (environment); see
+/// [`config::list`].
 fn secret_list<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<SecretString>, D::Error> {
-    #[derive(Deserialize)]
-    #[serde(untagged)]
-    enum Raw {
-        One(String),
-        Many(Vec<String>),
-    }
-    let items = match Raw::deserialize(d)? {
-        Raw::One(s) => s.split(',').map(str::to_owned).collect(),
-        Raw::Many(v) => v,
-    };
-    Ok(items
+    Ok(config::list::<D, String>(d)?
         .into_iter()
         .map(|s| s.trim().to_owned())
         .filter(|s| !s.is_empty())
