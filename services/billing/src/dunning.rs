@@ -473,12 +473,7 @@ async fn start_retry(
             return Ok(Start::Skipped);
         };
         let collectable = matches!(invoice.status.as_str(), "finalized" | "uncollectible");
-        let credited: i64 = tollgate_storage::invoices::credit_notes_of(conn, invoice.id)
-            .await?
-            .iter()
-            .map(|n| n.amount_minor)
-            .sum();
-        let amount = invoice.total_minor - credited;
+        let amount = crate::invoicing::amount_due(conn, &invoice).await?;
         if case.status != "open" || !collectable || amount <= 0 {
             attempt.status = "canceled".into();
             attempt.error = Some(if !collectable {

@@ -354,6 +354,20 @@ pub async fn void(
     .await
 }
 
+/// What is left to collect on `invoice`, minor units: its total less its credit notes (a
+/// credit note issued after finalization lowers what the customer owes).
+pub(crate) async fn amount_due(
+    conn: &mut AsyncPgConnection,
+    invoice: &InvoiceRow,
+) -> Result<i64, BillingError> {
+    let credited: i64 = invoices::credit_notes_of(conn, invoice.id)
+        .await?
+        .iter()
+        .map(|note| note.amount_minor)
+        .sum();
+    Ok(invoice.total_minor - credited)
+}
+
 /// Issues a credit note against a final invoice: `amount_minor` > 0, at most what the invoice
 /// total less earlier credit notes leaves, with a reason. The invoice itself never changes.
 /// Errors: not found (404), a draft or void invoice (409 INVOICE_STATE), a bad amount or
@@ -385,12 +399,7 @@ pub async fn credit(
                 invoice.status
             )));
         }
-        let credited: i64 = invoices::credit_notes_of(conn, invoice_id)
-            .await?
-            .iter()
-            .map(|n| n.amount_minor)
-            .sum();
-        let left = invoice.total_minor - credited;
+        let left = amount_due(conn, &invoice).await?;
         if amount_minor <= 0 || amount_minor > left {
             return Err(BillingError::Invalid(format!(
                 "amount_minor must be between 1 and {left} (the total less earlier credit notes)"

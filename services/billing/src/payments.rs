@@ -378,7 +378,7 @@ pub(crate) async fn request_first_payment(
     {
         return Ok(false);
     }
-    let amount = amount_due(conn, invoice).await?;
+    let amount = crate::invoicing::amount_due(conn, invoice).await?;
     if amount <= 0 {
         return Ok(false);
     }
@@ -388,20 +388,6 @@ pub(crate) async fn request_first_payment(
         ctx.payments.collector_wake.notify_one();
     }
     Ok(inserted)
-}
-
-/// What is left to collect on `invoice`, minor units: its total less its credit notes (a
-/// credit note issued after finalization lowers what the customer owes).
-pub(crate) async fn amount_due(
-    conn: &mut AsyncPgConnection,
-    invoice: &InvoiceRow,
-) -> Result<i64, BillingError> {
-    let credited: i64 = tollgate_storage::invoices::credit_notes_of(conn, invoice.id)
-        .await?
-        .iter()
-        .map(|note| note.amount_minor)
-        .sum();
-    Ok(invoice.total_minor - credited)
 }
 
 /// A pending payment of `amount_minor` for attempt `attempt` of `invoice`, due now.
@@ -524,7 +510,7 @@ pub async fn collect(
         {
             return Ok(Collected::Skipped);
         }
-        let due = amount_due(&mut conn, &invoice).await?;
+        let due = crate::invoicing::amount_due(&mut conn, &invoice).await?;
         if payment.amount_minor > due {
             let why = format!(
                 "credit notes lowered the amount due to {due} minor units after this payment of {} was requested",
