@@ -406,17 +406,14 @@ impl Consumer {
         units: i64,
         cost: i64,
     ) -> Result<Option<NewOutboxMessage>, ProcessError> {
-        self.job_event(
-            tenant,
-            JobEvent::SucceededV1 {
-                job_id,
-                job_type: job_type.to_owned(),
-                attempts,
-                units,
-                cost,
-                finished_at: chrono::Utc::now(),
-            },
-        )
+        self.job_event(tenant, "job.succeeded", || JobEvent::SucceededV1 {
+            job_id,
+            job_type: job_type.to_owned(),
+            attempts,
+            units,
+            cost,
+            finished_at: chrono::Utc::now(),
+        })
     }
 
     /// `job.dead` (retries exhausted) or `job.failed` (permanent) for the outbox when the
@@ -432,39 +429,49 @@ impl Consumer {
         error: &str,
         http_status: Option<i32>,
     ) -> Result<Option<NewOutboxMessage>, ProcessError> {
-        let (job_type, error, finished_at) =
-            (job_type.to_owned(), error.to_owned(), chrono::Utc::now());
-        let event = match next {
+        let event_type = match next {
             FailureNext::Retry => return Ok(None),
-            FailureNext::Dead => JobEvent::DeadV1 {
-                job_id,
-                job_type,
-                attempts,
-                error,
-                http_status,
-                finished_at,
-            },
-            FailureNext::Failed => JobEvent::FailedV1 {
-                job_id,
-                job_type,
-                attempts,
-                error,
-                http_status,
-                finished_at,
-            },
+            FailureNext::Dead => "job.dead",
+            FailureNext::Failed => "job.failed",
         };
-        self.job_event(tenant, event)
+        self.job_event(tenant, event_type, || {
+            let (job_type, error, finished_at) =
+                (job_type.to_owned(), error.to_owned(), chrono::Utc::now());
+            if next == FailureNext::Dead {
+                JobEvent::DeadV1 {
+                    job_id,
+                    job_type,
+                    attempts,
+                    error,
+                    http_status,
+                    finished_at,
+                }
+            } else {
+                JobEvent::FailedV1 {
+                    job_id,
+                    job_type,
+                    attempts,
+                    error,
+                    http_status,
+                    finished_at,
+                }
+            }
+        })
     }
 
+    /// The outbox row announcing `event_type` when the tenant has an endpoint for it; the
+    /// event is built (and encoded) only then, so other tenants' jobs pay one map lookup.
     fn job_event(
         &self,
         tenant: TenantId,
-        event: JobEvent,
+        event_type: &str,
+        build: impl FnOnce() -> JobEvent,
     ) -> Result<Option<NewOutboxMessage>, ProcessError> {
-        if !self.job_events.wants(tenant.as_uuid(), event.event_type()) {
+        if !self.job_events.wants(tenant.as_uuid(), event_type) {
             return Ok(None);
         }
-        let envelope = Envelope::job_event("worker", tenant, event);
+        let envelope = Envelope::job_event("worker", tenant, build());
+        debug_assert_eq!(envelope.event_type, event_type);
         Ok(Some(NewOutboxMessage {
             message_id: envelope.id,
             exchange: self.broker.topology().events_exchange(),
