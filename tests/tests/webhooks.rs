@@ -24,7 +24,7 @@ use chrono::Utc;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 use tollgate_domain::{api_key, ApiKeyId, BillingEvent, Envelope, PspEvent, TenantId};
-use tollgate_e2e::{Options, TestApp};
+use tollgate_e2e::{eventually, Options, TestApp};
 use tollgate_psp::SecretString;
 use tollgate_storage::models::{ApiKeyRow, NewOutboxMessage};
 use uuid::Uuid;
@@ -228,22 +228,6 @@ async fn emit<T: serde::Serialize>(app: &TestApp, envelope: Envelope<T>) {
     )
     .await
     .expect("outbox");
-}
-
-/// Polls `check` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
-async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Option<T>>,
-{
-    let deadline = tokio::time::Instant::now() + timeout;
-    loop {
-        if let Some(value) = check().await {
-            return value;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "timed out: {what}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn received(server: &MockServer) -> Vec<wiremock::Request> {
