@@ -369,7 +369,13 @@ async fn finalize(app: &TestApp, start: DateTime<Utc>) -> (String, Uuid, i64) {
     let (status, list) = app.get_json("/v1/invoices").await;
     assert_eq!(status, 200, "{list}");
     let invoice = &list["data"][0];
-    assert_eq!(invoice["status"], "finalized");
+    // Finalized by the run; with a card that succeeds at once the collector may already have
+    // been paid it by the time it is read (callers assert which).
+    assert!(invoice["number"].as_str().is_some(), "{invoice}");
+    assert!(
+        matches!(invoice["status"].as_str(), Some("finalized" | "paid")),
+        "{invoice}"
+    );
     let id = invoice["id"].as_str().expect("id").to_owned();
     let uuid = id
         .parse::<tollgate_domain::InvoiceId>()
@@ -460,6 +466,8 @@ async fn a_failed_payment_is_retried_on_schedule_suspends_and_a_later_payment_re
     assert_eq!(total, 14_000);
     let first = first_payment_sent(&app, &invoice).await;
     assert_eq!(first["status"], "processing", "{first}");
+    let (_, inv) = app.get_json(&format!("/v1/invoices/{invoice}")).await;
+    assert_eq!(inv["status"], "finalized", "{inv}");
     let pi = first["psp_payment_id"].as_str().expect("pi").to_owned();
     let calls = stripe.requests_to("POST", "/v1/payment_intents");
     assert_eq!(calls.len(), 1);
