@@ -18,7 +18,12 @@ export DATABASE_URL=$STACK_DATABASE_URL TOLLGATE_API_KEY=$STACK_API_KEY
 
 echo "== machine: $(nproc) cores, $(free -g | awk '/Mem:/{print $2}') GiB; $(uname -sr)"
 echo "== 1. throughput: ${BENCH_JOBS:-5000} jobs, 64 concurrent submitters"
+cpu_before=$(mktemp) cpu_after=$(mktemp)
+stack_cpu_snapshot "$cpu_before"
 "$STACK_BIN/tollgate-loadgen" --gateway-url "$STACK_GATEWAY" --jobs "${BENCH_JOBS:-5000}" --concurrency 64
+stack_cpu_snapshot "$cpu_after"
+stack_cpu_report "$cpu_before" "$cpu_after" "${BENCH_JOBS:-5000}"
+rm -f "$cpu_before" "$cpu_after"
 echo "== 2. latency: ${BENCH_RATE_JOBS:-10000} jobs at ${BENCH_RATE:-1000} jobs/s"
 "$STACK_BIN/tollgate-loadgen" --gateway-url "$STACK_GATEWAY" --jobs "${BENCH_RATE_JOBS:-10000}" \
     --rate "${BENCH_RATE:-1000}" --concurrency 256

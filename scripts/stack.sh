@@ -143,3 +143,39 @@ stack_down() {
         done
     fi
 }
+
+# CPU accounting, to see where a run's CPU goes: `stack_cpu_snapshot FILE` writes every
+# process's user+system CPU ticks summed by command name (postgres backends together,
+# RabbitMQ's beam.smp, each Tollgate binary); `stack_cpu_report BEFORE AFTER JOBS` prints the
+# difference per name in CPU milliseconds per job, largest first. Processes that exited
+# between the snapshots are not counted (run the load generator under `time` for its share).
+stack_cpu_snapshot() { # file
+    local stat
+    for stat in /proc/[0-9]*/stat; do
+        cat "$stat" 2>/dev/null || true
+    done | awk '{
+        # comm is field 2 in parentheses and may contain spaces: cut around the last ")".
+        line = $0; close_at = 0
+        for (i = length(line); i > 0; i--) if (substr(line, i, 1) == ")") { close_at = i; break }
+        if (close_at == 0) next
+        open_at = index(line, "(")
+        comm = substr(line, open_at + 1, close_at - open_at - 1)
+        split(substr(line, close_at + 2), f, " ")
+        # after comm: f[1]=state … f[12]=utime f[13]=stime
+        ticks[comm] += f[12] + f[13]
+    } END { for (c in ticks) printf "%s\t%d\n", c, ticks[c] }' >"$1"
+}
+
+stack_cpu_report() { # before after jobs
+    local hz
+    hz=$(getconf CLK_TCK)
+    awk -F'\t' -v hz="$hz" -v jobs="$3" '
+        NR == FNR { before[$1] = $2; next }
+        { d = $2 - before[$1]; if (d > 0) { used[$1] = d; total += d } }
+        END {
+            printf "   CPU per job (ms), %d jobs, %.1f CPU-seconds in all:\n", jobs, total / hz
+            for (c in used) printf "     %-18s %6.3f\n", c, used[c] * 1000 / hz / jobs | "sort -k2 -nr"
+            close("sort -k2 -nr")
+            printf "     %-18s %6.3f\n", "total", total * 1000 / hz / jobs
+        }' "$1" "$2"
+}

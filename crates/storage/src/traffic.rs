@@ -60,26 +60,20 @@ pub fn truncate_path(path: &str) -> &str {
     }
 }
 
-const APPEND_TRAFFIC: &str = "\
-INSERT INTO ledger_entries
-    (tenant_id, idempotency_key, metric, raw_units, weighted_units, cost,
-     source_kind, source_id, context, occurred_at)
-SELECT t.tenant_id,
-       'traffic:' || t.id::text || ':' || m.suffix,
-       m.metric, m.units, m.units, 0,
-       $10, t.id::text,
-       jsonb_build_object('method', t.method, 'route', t.route, 'path', t.path, 'status', t.status),
-       t.occurred_at
-FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::int4[],
-            $7::int8[], $8::int8[], $9::timestamptz[])
-         AS t (id, tenant_id, method, route, path, status, bytes_in, bytes_out, occurred_at)
-CROSS JOIN LATERAL (VALUES ($11, 'requests', 1::int8),
-                           ($12, 'bytes_in', t.bytes_in),
-                           ($13, 'bytes_out', t.bytes_out))
-         AS m (metric, suffix, units)
-ON CONFLICT (tenant_id, idempotency_key) DO NOTHING";
+/// `tollgate_append_traffic` (migration `2026-11-23-000007_pipeline_statements`): one
+/// `INSERT … SELECT … FROM unnest(…) CROSS JOIN LATERAL (three metrics) ON CONFLICT DO
+/// NOTHING` whose plan PostgreSQL keeps per connection; returns the entries written.
+const APPEND_TRAFFIC: &str = "SELECT tollgate_append_traffic(\
+    $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) AS written";
 
-/// Appends three ledger entries per record (see the module docs) in one statement; cost is 0
+#[derive(diesel::QueryableByName)]
+struct Written {
+    #[diesel(sql_type = Int8)]
+    written: i64,
+}
+
+/// Appends three ledger entries per record (see the module docs) in one statement
+/// ([`APPEND_TRAFFIC`]); cost is 0
 /// (traffic is priced by the billing run, not here). Returns the number of entries written:
 /// `3 × records.len()` for new records, fewer when some were written before (a retried
 /// flush). Errors: [`StorageError::Unavailable`] when the connection is lost, else
@@ -126,9 +120,9 @@ pub async fn append_traffic(
         .bind::<Text, _>(METRIC_REQUESTS)
         .bind::<Text, _>(METRIC_BYTES_IN)
         .bind::<Text, _>(METRIC_BYTES_OUT)
-        .execute(conn)
+        .get_result::<Written>(conn)
         .await?;
-    Ok(written)
+    Ok(usize::try_from(written.written).unwrap_or(0))
 }
 
 #[cfg(test)]
