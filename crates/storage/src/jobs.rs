@@ -247,7 +247,7 @@ pub async fn replay_dead(
 /// statement ([`INSERT_JOBS`], a function with a cached plan) inserts the jobs (`ON CONFLICT
 /// (tenant_id, idempotency_key) DO NOTHING`) and the new jobs' outbox rows, and returns the
 /// new jobs: one round trip and one commit per batch instead of four (BEGIN, two INSERTs,
-/// COMMIT), which was most of a submission's database latency at moderate load.
+/// COMMIT).
 ///
 /// Outcomes come back in input order. A submission whose key existed gets that job as
 /// `Existing`, looked up afterwards (only then is there a second query). Two submissions of
@@ -324,14 +324,13 @@ pub async fn insert_jobs(
         let existing = match same_batch {
             Some(row) => row,
             // Committed by an earlier batch (a conflict waits for the other transaction).
-            None => {
-                jobs::table
-                    .filter(jobs::tenant_id.eq(job.tenant_id))
-                    .filter(jobs::idempotency_key.eq(&job.idempotency_key))
-                    .select(JobRow::as_select())
-                    .first(conn)
-                    .await?
-            }
+            None => crate::entitlements::job_by_idempotency_key(
+                conn,
+                job.tenant_id,
+                &job.idempotency_key,
+            )
+            .await?
+            .ok_or(StorageError::NotFound)?,
         };
         outcomes.push(InsertOutcome::Existing(existing));
     }
