@@ -12,9 +12,16 @@
 #
 # Exports STACK_DATABASE_URL, STACK_API_KEY, STACK_GATEWAY, STACK_WORKER_PID, STACK_BIN,
 # STACK_WEBHOOK_URL (inbound PSP webhooks: not behind the gateway) and
-# STACK_STRIPE_WEBHOOK_SECRET (the Stripe endpoint secret it accepts).
+# STACK_STRIPE_WEBHOOK_SECRET (the Stripe endpoint secret it accepts). With STACK_BIN set
+# beforehand, runs the binaries there instead of building (scripts/bench-ab.sh).
 
 stack_build() {
+    # STACK_BIN set by the caller: run those binaries (an earlier build, for an A/B run).
+    if [ -n "${STACK_BIN:-}" ]; then
+        [ -x "$STACK_BIN/tollgate-gateway" ] || tg_die "STACK_BIN=$STACK_BIN holds no release build"
+        export STACK_BIN
+        return 0
+    fi
     tg_log "building release binaries"
     cargo build --release --quiet -p tollgate-gateway -p tollgate-job-intake -p tollgate-worker \
         -p tollgate-billing -p tollgate-webhook -p tollgate-cli -p tollgate-demo-tenant -p tollgate-loadgen

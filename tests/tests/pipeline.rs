@@ -280,6 +280,18 @@ async fn always_503_goes_dead_after_max_attempts_then_cli_replay_completes_it() 
             .await,
         0
     );
+    // On the dead-letter list the operator CLI lists (`tollgatectl jobs dead`).
+    let listed = {
+        let mut conn = tollgate_storage::pool::get(&app.pool).await.expect("conn");
+        tollgate_storage::jobs::list_dead(&mut conn, None, 10)
+            .await
+            .expect("list dead")
+    };
+    assert_eq!(listed.len(), 1);
+    assert_eq!(
+        tollgate_domain::JobId::from_uuid(listed[0].id).to_string(),
+        id
+    );
     drop(unavailable);
 
     Mock::given(path("/down"))
@@ -306,8 +318,13 @@ async fn always_503_goes_dead_after_max_attempts_then_cli_replay_completes_it() 
             .await,
         1
     );
-    // The error history of the dead run is kept.
+    // The error history of the dead run is kept; the job is off the dead-letter list.
     assert_eq!(app.count("SELECT count(*) AS n FROM job_attempts").await, 4);
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM job_dead_letters")
+            .await,
+        0
+    );
     // Replaying a job that is not dead is refused.
     let again = tollgate_cli::run_from([
         "tollgatectl",
@@ -539,6 +556,100 @@ async fn the_ledger_refuses_update_delete_and_truncate() {
             .await,
         1
     );
+    app.stop().await;
+}
+
+/// The tenant references of jobs and ledger entries are checked once per statement instead of
+/// by per-row foreign keys (migration `2026-11-24-000008_pipeline_row_costs`): the same
+/// refusals, with the same SQLSTATE and constraint names.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jobs_and_ledger_entries_refuse_unknown_tenants_and_tenants_are_never_deleted() {
+    let app = TestApp::spawn_with(Options {
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(app.count("SELECT count(*) AS n FROM tenants").await, 1);
+    let entry = |tenant: &str, key: &str, reverses: &str| {
+        format!(
+            "INSERT INTO ledger_entries (tenant_id, idempotency_key, metric, raw_units, \
+             weighted_units, cost, source_kind, source_id, occurred_at, reverses_id) \
+             SELECT {tenant}, '{key}', 'm', 1, 1, 0, \
+             CASE WHEN {reverses} IS NULL THEN 'event' ELSE 'reversal' END, 'x', now(), {reverses}"
+        )
+    };
+    let known = "(SELECT id FROM tenants LIMIT 1)";
+    let unknown = "gen_random_uuid()";
+
+    let err = app
+        .execute(&entry(unknown, "k1", "NULL::int8"))
+        .await
+        .expect_err("unknown tenant");
+    assert!(err.contains("ledger_entries_tenant_id_fkey"), "{err}");
+    let err = app
+        .execute(&entry(known, "k2", "-1::int8"))
+        .await
+        .expect_err("reversal of a missing entry");
+    assert!(err.contains("ledger_entries_reverses_id_fkey"), "{err}");
+    app.execute(&entry(known, "k3", "NULL::int8"))
+        .await
+        .expect("entry of a known tenant");
+    let original = "(SELECT id FROM ledger_entries WHERE idempotency_key = 'k3')";
+    app.execute(&entry(known, "k4", original))
+        .await
+        .expect("first reversal");
+    let err = app
+        .execute(&entry(known, "k5", original))
+        .await
+        .expect_err("second reversal");
+    assert!(err.contains("ledger_entries_reverses_id_key"), "{err}");
+    // Many entries of one statement: one bad tenant refuses the statement, writing nothing.
+    let err = app
+        .execute(
+            "INSERT INTO ledger_entries (tenant_id, idempotency_key, metric, raw_units, \
+             weighted_units, cost, source_kind, source_id, occurred_at) \
+             SELECT CASE WHEN g = 50 THEN gen_random_uuid() ELSE (SELECT id FROM tenants LIMIT 1) END, \
+                    'bulk:' || g, 'm', 1, 1, 0, 'event', 'x', now() FROM generate_series(1, 100) g",
+        )
+        .await
+        .expect_err("one unknown tenant among 100");
+    assert!(err.contains("ledger_entries_tenant_id_fkey"), "{err}");
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE idempotency_key LIKE 'bulk:%'")
+            .await,
+        0
+    );
+
+    let err = app
+        .execute(
+            "INSERT INTO jobs (id, tenant_id, job_type, idempotency_key, request_hash, input, \
+             status, max_attempts) VALUES (gen_random_uuid(), gen_random_uuid(), 't', 'k', \
+             '\\x00', '{}', 'queued', 3)",
+        )
+        .await
+        .expect_err("job of an unknown tenant");
+    assert!(err.contains("jobs_tenant_id_fkey"), "{err}");
+    app.add_job_type("t", "/t", 1, 3, 1024).await;
+    let (status, job) = app.submit(&json!({ "type": "t", "input": {} }), None).await;
+    assert_eq!(status, 202);
+    let id = job["id"]
+        .as_str()
+        .expect("id")
+        .parse::<tollgate_domain::JobId>()
+        .expect("job id")
+        .as_uuid();
+    let err = app
+        .execute(&format!(
+            "UPDATE jobs SET tenant_id = gen_random_uuid() WHERE id = '{id}'"
+        ))
+        .await
+        .expect_err("moving a job to another tenant");
+    assert!(err.contains("never changes"), "{err}");
+    let err = app
+        .execute("DELETE FROM tenants")
+        .await
+        .expect_err("deleting a tenant");
+    assert!(err.contains("never deleted"), "{err}");
     app.stop().await;
 }
 

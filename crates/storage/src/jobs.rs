@@ -10,7 +10,7 @@ use uuid::Uuid;
 use crate::models::{
     JobAttemptRow, JobRow, NewJob, NewJobAttempt, NewLedgerEntry, NewOutboxMessage,
 };
-use crate::schema::{job_attempts, jobs, ledger_entries, outbox};
+use crate::schema::{job_attempts, job_dead_letters, jobs, ledger_entries, outbox};
 use crate::StorageError;
 
 /// States from which a worker may still move a job.
@@ -158,6 +158,19 @@ async fn record_failure(
     if updated == 0 {
         return Ok(false);
     }
+    if failure.next == FailureNext::Dead {
+        // The dead-letter list (`list_dead`), in the transaction that makes the job dead.
+        // The UPDATE above moved it from a live state, so it is not on the list yet.
+        diesel::insert_into(job_dead_letters::table)
+            .values(
+                jobs::table
+                    .find(failure.job_id)
+                    .select((jobs::id, jobs::tenant_id)),
+            )
+            .into_columns((job_dead_letters::job_id, job_dead_letters::tenant_id))
+            .execute(conn)
+            .await?;
+    }
     let outcome = match failure.next {
         FailureNext::Failed => "permanent",
         FailureNext::Retry | FailureNext::Dead => "retryable",
@@ -192,26 +205,29 @@ pub async fn list_attempts(
         .await?)
 }
 
-/// Dead jobs, newest first, optionally of one tenant.
+/// Dead jobs, newest first, optionally of one tenant: the jobs in `job_dead_letters` (written
+/// when a job goes dead, deleted by [`replay_dead`]; no index on `jobs` names its status, so
+/// the worker's updates of a job stay HOT, migration `2026-11-24-000008_pipeline_row_costs`).
 pub async fn list_dead(
     conn: &mut AsyncPgConnection,
     tenant_id: Option<Uuid>,
     limit: i64,
 ) -> Result<Vec<JobRow>, StorageError> {
-    let mut query = jobs::table
-        .filter(jobs::status.eq("dead"))
+    let mut query = job_dead_letters::table
+        .inner_join(jobs::table)
         .select(JobRow::as_select())
-        .order(jobs::id.desc())
+        .order(job_dead_letters::job_id.desc())
         .limit(limit)
         .into_boxed();
     if let Some(tenant_id) = tenant_id {
-        query = query.filter(jobs::tenant_id.eq(tenant_id));
+        query = query.filter(job_dead_letters::tenant_id.eq(tenant_id));
     }
     Ok(query.load(conn).await?)
 }
 
-/// Puts a dead job back to `queued` with a fresh attempt budget and enqueues `message` in the
-/// same transaction. The attempt history is kept. Returns false when the job is not dead.
+/// Puts a dead job back to `queued` with a fresh attempt budget, takes it off the dead-letter
+/// list and enqueues `message`, in one transaction. The attempt history is kept. Returns false
+/// when the job is not dead.
 pub async fn replay_dead(
     conn: &mut AsyncPgConnection,
     job_id: Uuid,
@@ -232,6 +248,9 @@ pub async fn replay_dead(
         if updated == 0 {
             return Ok(false);
         }
+        diesel::delete(job_dead_letters::table.find(job_id))
+            .execute(conn)
+            .await?;
         diesel::insert_into(outbox::table)
             .values(&message)
             .execute(conn)

@@ -78,6 +78,14 @@ diesel::table! {
 }
 
 diesel::table! {
+    job_dead_letters (job_id) {
+        job_id -> Uuid,
+        tenant_id -> Uuid,
+        died_at -> Timestamptz,
+    }
+}
+
+diesel::table! {
     outbox (id) {
         id -> Int8,
         message_id -> Uuid,
@@ -394,6 +402,7 @@ diesel::table! {
 
 diesel::joinable!(api_keys -> tenants (tenant_id));
 diesel::joinable!(job_attempts -> jobs (job_id));
+diesel::joinable!(job_dead_letters -> jobs (job_id));
 diesel::joinable!(workspace_owners -> workspaces (workspace_id));
 diesel::allow_tables_to_appear_in_same_query!(
     tenants,
@@ -401,6 +410,7 @@ diesel::allow_tables_to_appear_in_same_query!(
     job_types,
     jobs,
     job_attempts,
+    job_dead_letters,
     outbox,
     ledger_entries,
     billable_metrics,
