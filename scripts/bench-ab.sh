@@ -9,7 +9,9 @@
 # A build is a directory holding the release binaries (`cargo build --release` leaves them in
 # $CARGO_TARGET_DIR/release; copy them aside before building the other version). BENCH_JOBS,
 # BENCH_RATE_JOBS and BENCH_RATE pass through to bench.sh. Full output of each run goes to
-# .tollgate/bench-ab/<name>-<round>.log; the summary is one line per run.
+# .tollgate/bench-ab/<name>-<round>.log; the summary is one line per run: the throughput run's
+# jobs/s, submit p50/p99 and CPU ms per job, then the fixed-rate run's p99 and CPU ms per job
+# (CPU of processes, kernel threads left out: see stack_cpu_report in scripts/stack.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -23,8 +25,8 @@ for build in "$@"; do
 done
 logs=.tollgate/bench-ab
 mkdir -p "$logs"
-printf '%-8s %5s %10s %10s %10s %10s %9s\n' build round 'jobs/s' 'p50 ms' 'p99 ms' \
-    'CPU ms/job' "@${BENCH_RATE:-1000}/s p99"
+printf '%-8s %5s %8s %8s %8s %8s %10s %10s\n' build round 'jobs/s' 'p50 ms' 'p99 ms' \
+    'CPU/job' "p99@${BENCH_RATE:-1000}/s" "CPU@${BENCH_RATE:-1000}/s"
 for round in $(seq 1 "${BENCH_ROUNDS:-2}"); do
     for build in "$@"; do
         name=${build%%=*} dir=${build#*=}
@@ -38,8 +40,8 @@ for round in $(seq 1 "${BENCH_ROUNDS:-2}"); do
             /^end to end:/ && !eps { eps = $(NF-1) }
             /^submitted/ { n++; for (i = 1; i <= NF; i++) {
                 if ($i == "p50") p50[n] = $(i+1); if ($i == "p99") p99[n] = $(i+1) } }
-            /^ +total / && !cpu { cpu = $2 }
-            END { printf "%-8s %5s %10s %10s %10s %10s %9s\n", name, round, eps, p50[1],
-                         p99[1], cpu, p99[2] }' "$log"
+            /^ +processes / { m++; cpu[m] = $2 }
+            END { printf "%-8s %5s %8s %8s %8s %8s %10s %10s\n", name, round, eps, p50[1],
+                         p99[1], cpu[1], p99[2], cpu[2] }' "$log"
     done
 done

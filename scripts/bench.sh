@@ -4,6 +4,7 @@
 #      end-to-end jobs/s (first submit → last job finished) and the ledger check;
 #   2. latency: BENCH_RATE_JOBS (default 10000) jobs at BENCH_RATE (default 1000) jobs/s,
 #      submit latency p50/p99 and the ledger check.
+# Each part prints its CPU per job per process (scripts/stack.sh, stack_cpu_report).
 # Figures go to stdout; docs/BENCHMARKS.md records a run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -23,7 +24,10 @@ stack_cpu_snapshot "$cpu_before"
 "$STACK_BIN/tollgate-loadgen" --gateway-url "$STACK_GATEWAY" --jobs "${BENCH_JOBS:-5000}" --concurrency 64
 stack_cpu_snapshot "$cpu_after"
 stack_cpu_report "$cpu_before" "$cpu_after" "${BENCH_JOBS:-5000}"
-rm -f "$cpu_before" "$cpu_after"
 echo "== 2. latency: ${BENCH_RATE_JOBS:-10000} jobs at ${BENCH_RATE:-1000} jobs/s"
+stack_cpu_snapshot "$cpu_before"
 "$STACK_BIN/tollgate-loadgen" --gateway-url "$STACK_GATEWAY" --jobs "${BENCH_RATE_JOBS:-10000}" \
     --rate "${BENCH_RATE:-1000}" --concurrency 256
+stack_cpu_snapshot "$cpu_after"
+stack_cpu_report "$cpu_before" "$cpu_after" "${BENCH_RATE_JOBS:-10000}"
+rm -f "$cpu_before" "$cpu_after"

@@ -144,17 +144,28 @@ stack_down() {
     done
     wait 2>/dev/null || true
     # The run's queues are not needed after it; delete them when rabbitmqctl is at hand.
+    # Bounded: a broker with an unresponsive queue makes list_queues wait for minutes.
     if command -v rabbitmqctl >/dev/null 2>&1 && [ -n "${STACK_PREFIX:-}" ]; then
-        rabbitmqctl -q list_queues name 2>/dev/null | grep "^$STACK_PREFIX\." | while read -r q; do
-            rabbitmqctl -q delete_queue "$q" >/dev/null 2>&1 || true
+        local queues
+        if ! queues=$(timeout 30 rabbitmqctl -q list_queues name 2>/dev/null); then
+            tg_warn "could not list RabbitMQ queues; queues named $STACK_PREFIX.* are left behind"
+            return 0
+        fi
+        # rabbitmqctl reads stdin: without </dev/null the first call swallows the rest of the
+        # list, and every queue but one was left behind (342 quorum queues had piled up here
+        # and the broker stopped answering).
+        printf '%s\n' "$queues" | { grep "^$STACK_PREFIX\." || true; } | while read -r q; do
+            timeout 30 rabbitmqctl -q delete_queue "$q" </dev/null >/dev/null 2>&1 || true
         done
     fi
 }
 
 # CPU accounting, to see where a run's CPU goes: `stack_cpu_snapshot FILE` writes every
-# process's user+system CPU ticks summed by command name (postgres backends together,
-# RabbitMQ's beam.smp, each Tollgate binary); `stack_cpu_report BEFORE AFTER JOBS` prints the
-# difference per name in CPU milliseconds per job, largest first. Processes that exited
+# process's user+system CPU ticks (pid, command name, ticks); `stack_cpu_report BEFORE AFTER
+# JOBS` prints the difference per process, summed by command name (postgres backends
+# together, RabbitMQ's beam.smp, each Tollgate binary), in CPU milliseconds per job, largest
+# first. Differences are taken per pid: a kernel worker renames itself after the work item it
+# runs, so a name seen only in the second snapshot is not a new process. Processes that exited
 # between the snapshots are not counted (run the load generator under `time` for its share).
 stack_cpu_snapshot() { # file
     local stat
@@ -166,23 +177,31 @@ stack_cpu_snapshot() { # file
         for (i = length(line); i > 0; i--) if (substr(line, i, 1) == ")") { close_at = i; break }
         if (close_at == 0) next
         open_at = index(line, "(")
+        pid = substr(line, 1, open_at - 2)
         comm = substr(line, open_at + 1, close_at - open_at - 1)
         split(substr(line, close_at + 2), f, " ")
         # after comm: f[1]=state … f[12]=utime f[13]=stime
-        ticks[comm] += f[12] + f[13]
-    } END { for (c in ticks) printf "%s\t%d\n", c, ticks[c] }' >"$1"
+        printf "%s\t%s\t%d\n", pid, comm, f[12] + f[13]
+    }' >"$1"
 }
 
 stack_cpu_report() { # before after jobs
     local hz
     hz=$(getconf CLK_TCK)
+    # Kernel threads (writeback, RCU callbacks, block I/O…) are summed on one line and also
+    # left out of "processes", the figure scripts/bench-ab.sh compares.
     awk -F'\t' -v hz="$hz" -v jobs="$3" '
-        NR == FNR { before[$1] = $2; next }
-        { d = $2 - before[$1]; if (d > 0) { used[$1] = d; total += d } }
+        NR == FNR { before[$1] = $3; next }
+        { d = $3 - before[$1]; if (d <= 0) next
+          total += d
+          if ($2 ~ /^(kworker|ksoftirqd|kdamond|jbd2|rcu_|migration|kswapd|kcompactd|khugepaged|kthreadd)/) kernel += d
+          else used[$2] += d }
         END {
             printf "   CPU per job (ms), %d jobs, %.1f CPU-seconds in all:\n", jobs, total / hz
             for (c in used) printf "     %-18s %6.3f\n", c, used[c] * 1000 / hz / jobs | "sort -k2 -nr"
             close("sort -k2 -nr")
+            printf "     %-18s %6.3f\n", "kernel threads", kernel * 1000 / hz / jobs
+            printf "     %-18s %6.3f\n", "processes", (total - kernel) * 1000 / hz / jobs
             printf "     %-18s %6.3f\n", "total", total * 1000 / hz / jobs
         }' "$1" "$2"
 }
