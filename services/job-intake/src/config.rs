@@ -38,7 +38,7 @@ retry_tiers = 8
 max_reconnect_backoff_ms = 5000
 
 [group_commit]
-writers = 4
+writers = 1
 max_batch = 256
 
 [events]
@@ -134,7 +134,12 @@ pub struct HttpConfig {
 /// Submissions are inserted in batches: concurrent requests share one transaction.
 #[derive(Debug, Clone, Deserialize)]
 pub struct GroupCommitConfig {
-    /// Writer tasks (transactions in flight at once).
+    /// Writer tasks (insert statements in flight at once; `INTAKE__GROUP_COMMIT__WRITERS`).
+    /// Default 1: while one statement runs, the next batch gathers, so batches grow with the
+    /// load. On the 2-core development machine, four rounds of `scripts/bench.sh` alternating
+    /// 1 and 4 writers gave a submit p99 at 1,000 jobs/s of 28–41 ms against 50–161 ms, and
+    /// 3 % more jobs/s flat out (docs/BENCHMARKS.md). Raise it where one commit is slow (a
+    /// remote disk), so that several commits can overlap.
     pub writers: usize,
     /// Most submissions per transaction.
     pub max_batch: usize,
