@@ -116,8 +116,18 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
         pool: pool.clone(),
         broker: broker.clone(),
         http,
-        starts: GroupCommit::start(pool.clone(), AttemptStarter, 2, 256),
-        finishes: GroupCommit::start(pool.clone(), AttemptFinisher, 2, 256),
+        starts: GroupCommit::start(
+            pool.clone(),
+            AttemptStarter,
+            config.group_commit.writers,
+            config.group_commit.max_batch,
+        ),
+        finishes: GroupCommit::start(
+            pool.clone(),
+            AttemptFinisher,
+            config.group_commit.writers,
+            config.group_commit.max_batch,
+        ),
         catalog: tollgate_storage::catalog::Catalog::new(Duration::from_millis(
             config.catalog_cache_ttl_ms,
         )),
