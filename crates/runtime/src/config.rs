@@ -52,6 +52,36 @@ pub fn require(ok: bool, key: &str, why: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// A service's `[group_commit]` section: how its writes are batched
+/// (`tollgate_storage::group_commit::GroupCommit`, concurrent callers share one statement or
+/// transaction). Used by job-intake (job submissions) and the worker (attempt starts and
+/// finished attempts, each its own group commit).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct GroupCommitConfig {
+    /// Writer tasks: statements or transactions in flight at once (per group commit). With
+    /// one, the next batch gathers while a statement runs, so batches grow with the load;
+    /// more let commits overlap where one commit is slow (a remote disk).
+    pub writers: usize,
+    /// Most items per statement or transaction.
+    pub max_batch: usize,
+}
+
+impl GroupCommitConfig {
+    /// Both values must be at least 1; errors name `group_commit.writers` / `.max_batch`.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        require(
+            self.writers > 0,
+            "group_commit.writers",
+            "must be at least 1",
+        )?;
+        require(
+            self.max_batch > 0,
+            "group_commit.max_batch",
+            "must be at least 1",
+        )
+    }
+}
+
 /// A list setting (`#[serde(deserialize_with = "tollgate_runtime::config::list")]`): a TOML
 /// array in the defaults or a file, or, from an environment variable, one comma-separated
 /// string (`BILLING__DUNNING__RETRY_SCHEDULE_SECS=3600,86400`) or a single number (which the

@@ -37,6 +37,9 @@ queue_type = "quorum"
 retry_tiers = 8
 max_reconnect_backoff_ms = 5000
 
+# One writer: on the 2-core development machine, four rounds of scripts/bench.sh alternating
+# 1 and 4 writers gave a submit p99 at 1,000 jobs/s of 28-41 ms against 50-161 ms, and 3 %
+# more jobs/s flat out (docs/BENCHMARKS.md). INTAKE__GROUP_COMMIT__WRITERS raises it.
 [group_commit]
 writers = 1
 max_batch = 256
@@ -131,20 +134,8 @@ pub struct HttpConfig {
     pub workers: usize,
 }
 
-/// Submissions are inserted in batches: concurrent requests share one transaction.
-#[derive(Debug, Clone, Deserialize)]
-pub struct GroupCommitConfig {
-    /// Writer tasks (insert statements in flight at once; `INTAKE__GROUP_COMMIT__WRITERS`).
-    /// Default 1: while one statement runs, the next batch gathers, so batches grow with the
-    /// load. On the 2-core development machine, four rounds of `scripts/bench.sh` alternating
-    /// 1 and 4 writers gave a submit p99 at 1,000 jobs/s of 28–41 ms against 50–161 ms, and
-    /// 3 % more jobs/s flat out (docs/BENCHMARKS.md). Raise it where one commit is slow (a
-    /// remote disk), so that several commits can overlap.
-    pub writers: usize,
-    /// Most submissions per transaction.
-    pub max_batch: usize,
-}
-
+/// Submissions are inserted in batches: concurrent requests share one statement.
+pub use tollgate_runtime::config::GroupCommitConfig;
 pub use tollgate_runtime::relay::RelayConfig;
 
 impl IntakeConfig {
@@ -168,16 +159,7 @@ impl IntakeConfig {
             "must be at least 1",
         )?;
         config::require(self.http.workers > 0, "http.workers", "must be at least 1")?;
-        config::require(
-            self.group_commit.writers > 0,
-            "group_commit.writers",
-            "must be at least 1",
-        )?;
-        config::require(
-            self.group_commit.max_batch > 0,
-            "group_commit.max_batch",
-            "must be at least 1",
-        )?;
+        self.group_commit.validate()?;
         config::require(
             self.max_body_bytes >= 1024,
             "max_body_bytes",

@@ -32,6 +32,10 @@ batch_size = 500
 poll_interval_ms = 250
 purge_after_secs = 86400
 
+# Attempt starts and finished attempts, each its own group commit. One writer (it was a fixed
+# 2): three alternating rounds of scripts/bench.sh on the 2-core development machine gave
+# 1,936-2,164 jobs/s flat out against 1,546-1,821 and 6-25 % less CPU per job
+# (docs/BENCHMARKS.md). WORKER__GROUP_COMMIT__WRITERS raises it.
 [group_commit]
 writers = 1
 max_batch = 256
@@ -61,21 +65,7 @@ pub struct WorkerConfig {
     /// The outbox relay publishing the worker's job events.
     pub relay: tollgate_runtime::relay::RelayConfig,
     /// Batching of attempt starts and of finished attempts (each its own group commit).
-    pub group_commit: GroupCommitConfig,
-}
-
-/// Attempt starts and finished attempts are written in batches: concurrent jobs share one
-/// statement or transaction (`crates/storage/src/group_commit.rs`).
-#[derive(Debug, Clone, Deserialize)]
-pub struct GroupCommitConfig {
-    /// Writer tasks per group commit (`WORKER__GROUP_COMMIT__WRITERS`): statements in flight
-    /// at once for starts, and as many for finishes. Default 1 (was 2, fixed): batches grow
-    /// while a statement runs. Three alternating rounds of `scripts/bench.sh` on the 2-core
-    /// development machine: 1,936–2,164 jobs/s flat out against 1,546–1,821, and 10–25 %
-    /// less CPU per job (docs/BENCHMARKS.md).
-    pub writers: usize,
-    /// Most attempts per statement or transaction.
-    pub max_batch: usize,
+    pub group_commit: tollgate_runtime::config::GroupCommitConfig,
 }
 
 /// The ops HTTP server (`/healthz`, `/readyz`, `/metrics`). Port 0 picks a free port.
@@ -120,16 +110,7 @@ impl WorkerConfig {
             "relay.batch_size",
             "must be positive",
         )?;
-        config::require(
-            self.group_commit.writers > 0,
-            "group_commit.writers",
-            "must be at least 1",
-        )?;
-        config::require(
-            self.group_commit.max_batch > 0,
-            "group_commit.max_batch",
-            "must be at least 1",
-        )?;
+        self.group_commit.validate()?;
         config::require(
             self.database.pool_size > 0,
             "database.pool_size",
