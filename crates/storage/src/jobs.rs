@@ -153,21 +153,21 @@ async fn record_failure(
             jobs::updated_at.eq(now),
             jobs::finished_at.eq(finished_at),
         ))
-        .execute(conn)
-        .await?;
-    if updated == 0 {
+        .returning(jobs::tenant_id)
+        .get_result::<Uuid>(conn)
+        .await
+        .optional()?;
+    let Some(tenant_id) = updated else {
         return Ok(false);
-    }
+    };
     if failure.next == FailureNext::Dead {
         // The dead-letter list (`list_dead`), in the transaction that makes the job dead.
         // The UPDATE above moved it from a live state, so it is not on the list yet.
         diesel::insert_into(job_dead_letters::table)
-            .values(
-                jobs::table
-                    .find(failure.job_id)
-                    .select((jobs::id, jobs::tenant_id)),
-            )
-            .into_columns((job_dead_letters::job_id, job_dead_letters::tenant_id))
+            .values((
+                job_dead_letters::job_id.eq(failure.job_id),
+                job_dead_letters::tenant_id.eq(tenant_id),
+            ))
             .execute(conn)
             .await?;
     }
