@@ -2,16 +2,58 @@
 
 use std::time::Duration;
 
-use diesel_async::pooled_connection::deadpool::{Object, Pool};
-use diesel_async::pooled_connection::AsyncDieselConnectionManager;
+use deadpool::managed::{Manager, Metrics, Object, Pool, RecycleError, RecycleResult};
+use diesel_async::pooled_connection::{
+    AsyncDieselConnectionManager, PoolError, PoolableConnection,
+};
 use diesel_async::{AsyncPgConnection, RunQueryDsl};
 
 use crate::StorageError;
 
 /// A pool of PostgreSQL connections. Cheap to clone.
-pub type PgPool = Pool<AsyncPgConnection>;
+pub type PgPool = Pool<PgManager>;
 /// A connection checked out of [`PgPool`].
-pub type PooledConn = Object<AsyncPgConnection>;
+pub type PooledConn = Object<PgManager>;
+
+/// A connection checked out again within this time of its previous checkout is handed out
+/// without a test query; one idle longer is tested with `SELECT 1` first (diesel-async's
+/// `RecyclingMethod::Verified`). The same trade as HikariCP's `aliveBypassWindowMs` (500 ms
+/// there): under load every checkout used to cost a round trip of its own (in job-intake's
+/// group commit, one statement per batch became two round trips), while a connection that
+/// just worked is very likely to work again. A connection whose socket closed or whose
+/// transaction state is broken is never handed out ([`PoolableConnection::is_broken`]), and
+/// a rare one that fails on first use fails that call with [`StorageError::Unavailable`],
+/// which every caller already retries or answers with 503.
+pub const VERIFY_AFTER_IDLE: Duration = Duration::from_secs(1);
+
+/// diesel-async's deadpool manager with [`VERIFY_AFTER_IDLE`]: it creates connections the
+/// same way and tests only those idle for longer.
+pub struct PgManager {
+    inner: AsyncDieselConnectionManager<AsyncPgConnection>,
+}
+
+impl Manager for PgManager {
+    type Type = AsyncPgConnection;
+    type Error = PoolError;
+
+    async fn create(&self) -> Result<AsyncPgConnection, PoolError> {
+        self.inner.create().await
+    }
+
+    async fn recycle(
+        &self,
+        conn: &mut AsyncPgConnection,
+        metrics: &Metrics,
+    ) -> RecycleResult<PoolError> {
+        if std::thread::panicking() || conn.is_broken() {
+            return Err(RecycleError::Message("broken connection".into()));
+        }
+        if metrics.last_used() < VERIFY_AFTER_IDLE {
+            return Ok(());
+        }
+        self.inner.recycle(conn, metrics).await
+    }
+}
 
 /// PostgreSQL settings, the `database` section of every service's configuration.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -43,7 +85,9 @@ pub fn build_pool(
     max_size: usize,
     acquire_timeout: Duration,
 ) -> Result<PgPool, StorageError> {
-    let manager = AsyncDieselConnectionManager::<AsyncPgConnection>::new(url);
+    let manager = PgManager {
+        inner: AsyncDieselConnectionManager::<AsyncPgConnection>::new(url),
+    };
     Pool::builder(manager)
         .max_size(max_size)
         .wait_timeout(Some(acquire_timeout))
