@@ -97,6 +97,10 @@ struct State {
     balance_transactions: HashMap<String, Vec<Value>>,
     script: VecDeque<IntentScript>,
     next: u64,
+    /// POSTs still to be answered `500 api_error` after they were carried out.
+    lose_answers: u32,
+    /// POSTs still to be refused with `503` before anything is done.
+    refuse_posts: u32,
 }
 
 impl State {
@@ -223,6 +227,15 @@ impl Respond for Responder {
                 "This fake requires an Idempotency-Key on every POST.",
                 None,
             )
+        } else if method == "POST" && state.refuse_posts > 0 {
+            state.refuse_posts -= 1;
+            error(
+                503,
+                "api_error",
+                None,
+                "Stripe is unavailable (the fake refuses this request).",
+                None,
+            )
         } else if let Some(first) = key.as_ref().and_then(|k| state.idempotent.get(k)).cloned() {
             if first.target == format!("{method} {path}") && first.form == form {
                 replayed = true;
@@ -237,7 +250,13 @@ impl Respond for Responder {
                 )
             }
         } else {
-            let answer = route(&mut state, &method, &path, &query, &form);
+            let mut answer = route(&mut state, &method, &path, &query, &form);
+            if method == "POST" && state.lose_answers > 0 {
+                // Carried out, but the answer is a server error; Stripe keeps that answer
+                // for the key, so a retry with the key gets it again.
+                state.lose_answers -= 1;
+                answer = error(500, "api_error", None, "An unknown error occurred.", None);
+            }
             if let Some(k) = &key {
                 state.idempotent.insert(
                     k.clone(),
@@ -344,12 +363,15 @@ fn route(
                     .and_then(|(_, v)| v.parse::<i64>().ok())
             };
             let (gte, lt) = (created("created[gte]"), created("created[lt]"));
+            let customer = query.iter().find(|(q, _)| q == "customer").map(|(_, v)| v);
             let mut items: Vec<Value> = state
                 .intents
                 .iter()
                 .filter(|pi| {
                     let c = pi["created"].as_i64().unwrap_or(0);
-                    gte.is_none_or(|g| c >= g) && lt.is_none_or(|l| c < l)
+                    gte.is_none_or(|g| c >= g)
+                        && lt.is_none_or(|l| c < l)
+                        && customer.is_none_or(|cus| pi["customer"] == cus.as_str())
                 })
                 .cloned()
                 .collect();
@@ -615,6 +637,25 @@ impl StripeFake {
     /// What the next confirmed PaymentIntents do, in order (then: succeed).
     pub fn script_intents(&self, outcomes: impl IntoIterator<Item = IntentScript>) {
         lock(&self.state).script.extend(outcomes);
+    }
+
+    /// The next `n` POSTs are carried out (a PaymentIntent is created …) but answered `500
+    /// api_error`, and a retry with the same idempotency key gets that answer again, as Stripe
+    /// keeps a key's first answer (<https://docs.stripe.com/api/idempotent_requests>).
+    pub fn lose_next_answers(&self, n: u32) {
+        lock(&self.state).lose_answers += n;
+    }
+
+    /// The next `n` POSTs are answered `503` and not carried out (Stripe unreachable).
+    pub fn refuse_next_posts(&self, n: u32) {
+        lock(&self.state).refuse_posts += n;
+    }
+
+    /// Forgets every idempotency key, as Stripe may once a key is 24 hours old
+    /// (<https://docs.stripe.com/api/idempotent_requests>): a request with an old key is then
+    /// carried out as new.
+    pub fn forget_idempotency_keys(&self) {
+        lock(&self.state).idempotent.clear();
     }
 
     /// Every request so far, in order.

@@ -1175,3 +1175,124 @@ async fn portal_refunds_and_psp_reconciliation() {
     let _ = invoice_uuid;
     app.stop().await;
 }
+
+/// Ages the invoice's pending payment by 25 hours since its first send (past Stripe's
+/// idempotency-key retention of at least 24 hours) and ends its lease, so the collector takes
+/// it again at once.
+async fn a_day_later(app: &TestApp, invoice_uuid: Uuid) {
+    let aged = app
+        .execute(&format!(
+            "UPDATE payments SET first_sent_at = first_sent_at - interval '25 hours', \
+             next_attempt_at = now() \
+             WHERE invoice_id = '{invoice_uuid}' AND status = 'pending' AND first_sent_at IS NOT NULL"
+        ))
+        .await
+        .expect("age the payment");
+    assert_eq!(aged, 1, "one pending payment was sent once");
+}
+
+/// Waits until the invoice's first payment was sent to Stripe once and is still pending.
+async fn sent_and_pending(app: &TestApp, stripe: &StripeFake, invoice_uuid: Uuid) {
+    eventually("attempt 1 reaches Stripe and stays pending", || async {
+        let sent = !stripe.requests_to("POST", "/v1/payment_intents").is_empty();
+        let pending = app
+            .count(&format!(
+                "SELECT count(*) AS n FROM payments WHERE invoice_id = '{invoice_uuid}' \
+                 AND status = 'pending' AND first_sent_at IS NOT NULL"
+            ))
+            .await;
+        (sent && pending == 1).then_some(())
+    })
+    .await;
+}
+
+/// Stripe keeps an idempotency key for 24 hours at least, not forever. Attempt 1 is carried
+/// out by Stripe (the card is charged) but answered 500, and Stripe repeats that answer for
+/// the key; a day later Stripe has forgotten the key. The collector must not send the payment
+/// again with it (that would be a second charge): it finds the PaymentIntent the first call
+/// created, and that decides the payment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_whose_answer_was_lost_is_not_charged_again_after_stripe_forgets_the_key() {
+    let stripe = StripeFake::start().await;
+    let app = spawn(&stripe).await;
+    let s = start_instant();
+    let customer = setup(&app, s).await;
+    let cus = link_card(&app, &stripe, &customer).await;
+    stripe.lose_next_answers(1);
+    let (invoice, invoice_uuid, total) = finalize(&app, s).await;
+    sent_and_pending(&app, &stripe, invoice_uuid).await;
+    let intents = stripe.intents();
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    let charged = intents[0]["id"].as_str().expect("pi").to_owned();
+    assert_eq!(intents[0]["status"], "succeeded", "the card was charged");
+    let posts_before = stripe.requests_to("POST", "/v1/payment_intents").len();
+
+    stripe.forget_idempotency_keys();
+    a_day_later(&app, invoice_uuid).await;
+    let payment = eventually("the PaymentIntent found decides the payment", || async {
+        payments_of(&app, &invoice).await["data"]
+            .as_array()
+            .and_then(|d| d.first().cloned())
+            .filter(|p| p["status"] == "succeeded")
+    })
+    .await;
+    assert_eq!(payment["psp_payment_id"], charged.as_str(), "{payment}");
+    assert_eq!(stripe.intents().len(), 1, "no second PaymentIntent");
+    assert_eq!(
+        stripe.requests_to("POST", "/v1/payment_intents").len(),
+        posts_before,
+        "nothing was sent again"
+    );
+    let lists = stripe.requests_to("GET", "/v1/payment_intents");
+    let list = lists.last().expect("the customer's PaymentIntents were listed");
+    assert!(
+        list.query.iter().any(|(k, v)| k == "customer" && *v == cus),
+        "{:?}",
+        list.query
+    );
+    let (_, inv) = app.get_json(&format!("/v1/invoices/{invoice}")).await;
+    assert_eq!(inv["status"], "paid", "{inv}");
+    assert_eq!(inv["total_minor"], total, "{inv}");
+}
+
+/// The other side of the window: attempt 1 never reached Stripe (503 before anything was
+/// done), and a day later Stripe's list shows no PaymentIntent for it. The payment is sent
+/// under a new idempotency key (so a forgotten key cannot matter) and charged once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payment_that_never_reached_stripe_is_sent_with_a_new_key_after_the_window() {
+    let stripe = StripeFake::start().await;
+    let app = spawn(&stripe).await;
+    let s = start_instant();
+    let customer = setup(&app, s).await;
+    link_card(&app, &stripe, &customer).await;
+    stripe.refuse_next_posts(1);
+    let (invoice, invoice_uuid, _) = finalize(&app, s).await;
+    sent_and_pending(&app, &stripe, invoice_uuid).await;
+    assert!(stripe.intents().is_empty(), "nothing was created");
+    let old_key = format!("tollgate-inv-{invoice_uuid}-attempt-1");
+
+    a_day_later(&app, invoice_uuid).await;
+    let payment = eventually("the payment is sent again and succeeds", || async {
+        payments_of(&app, &invoice).await["data"]
+            .as_array()
+            .and_then(|d| d.first().cloned())
+            .filter(|p| p["status"] == "succeeded")
+    })
+    .await;
+    let intents = stripe.intents();
+    assert_eq!(intents.len(), 1, "{intents:?}");
+    assert_eq!(payment["psp_payment_id"], intents[0]["id"], "{payment}");
+    let posts = stripe.requests_to("POST", "/v1/payment_intents");
+    let last = posts.last().expect("sent");
+    let new_key = last.idempotency_key.clone().expect("key");
+    assert!(
+        new_key.starts_with(&format!("{old_key}-k")),
+        "a new key derived from the attempt's: {new_key}"
+    );
+    let stored = texts(
+        &app,
+        &format!("SELECT idempotency_key AS v FROM payments WHERE invoice_id = '{invoice_uuid}'"),
+    )
+    .await;
+    assert_eq!(stored, vec![new_key], "the payment row holds the key it was sent with");
+}

@@ -762,7 +762,7 @@ async fn a_failing_receiver_gets_the_event_on_attempt_3_and_the_log_shows_every_
     let log = detail["attempt_log"].as_array().expect("log");
     assert_eq!(log[3]["trigger"], "manual");
     assert_eq!(log[4]["trigger"], "manual");
-    assert_eq!(detail["status"], "succeeded");
+    assert_eq!(detail["status"], "succeeded", "{detail:#}");
     assert_eq!(
         received(&receiver).await.len(),
         5,

@@ -142,7 +142,10 @@ pub struct PaymentRow {
     pub amount_minor: i64,
     /// ISO 4217, upper case.
     pub currency: String,
-    /// Sent as the PSP's `Idempotency-Key` (`tollgate-inv-{invoice}-attempt-{n}`).
+    /// Sent as the PSP's `Idempotency-Key` (`tollgate-inv-{invoice}-attempt-{n}`, with a
+    /// `-k<unix seconds>` suffix once [`rekey_payment`] replaced an expired one). Written on
+    /// insert and by [`rekey_payment`] only, never by [`save_payment`].
+    #[diesel(skip_update)]
     pub idempotency_key: String,
     /// `tollgate` or `psp`.
     pub origin: String,
@@ -159,6 +162,11 @@ pub struct PaymentRow {
     pub status_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// When the payment was first sent to the PSP with its current idempotency key (NULL
+    /// before). Written by [`renew_lease`] and [`rekey_payment`] only, never by
+    /// [`save_payment`].
+    #[diesel(skip_update)]
+    pub first_sent_at: Option<DateTime<Utc>>,
 }
 
 /// Inserts a payment unless one with its idempotency key or (invoice, attempt) exists;
@@ -281,28 +289,75 @@ pub async fn claim_pending(
     .await?)
 }
 
+/// A lease [`renew_lease`] renewed: the payment is the caller's to send until
+/// `next_attempt_at`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SendLease {
+    /// The lease's end (also what [`rekey_payment`] checks the lease with).
+    pub next_attempt_at: DateTime<Utc>,
+    /// When the payment was first sent with its current idempotency key: this send's `now`
+    /// when it is the first.
+    pub first_sent_at: DateTime<Utc>,
+}
+
 /// Renews the lease on a pending payment just before it is sent to the PSP, if the caller
 /// still holds it: the row must be `pending` with the `next_attempt_at` the caller claimed it
-/// with (`held`). Moves it to `now + lease_secs`; returns false (nothing written) when the
-/// payment was decided or taken by another collector meanwhile.
+/// with (`held`). Moves it to `now + lease_secs` and stamps `first_sent_at` (= `now`) when
+/// this is the key's first send; returns `None` (nothing written) when the payment was decided
+/// or taken by another collector meanwhile.
 pub async fn renew_lease(
     conn: &mut AsyncPgConnection,
     id: Uuid,
     held: DateTime<Utc>,
     now: DateTime<Utc>,
     lease_secs: i64,
-) -> Result<bool, StorageError> {
-    let renewed = diesel::update(payments::table)
+) -> Result<Option<SendLease>, StorageError> {
+    let renewed: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> = diesel::update(payments::table)
         .filter(payments::id.eq(id))
         .filter(payments::status.eq("pending"))
         .filter(payments::next_attempt_at.eq(held))
         .set((
             payments::next_attempt_at.eq(now + chrono::Duration::seconds(lease_secs)),
             payments::updated_at.eq(now),
+            payments::first_sent_at.eq(diesel::dsl::sql::<
+                diesel::sql_types::Nullable<Timestamptz>,
+            >("coalesce(first_sent_at, ")
+            .bind::<Timestamptz, _>(now)
+            .sql(")")),
+        ))
+        .returning((payments::next_attempt_at, payments::first_sent_at))
+        .get_result(conn)
+        .await
+        .optional()?;
+    Ok(renewed.map(|(next_attempt_at, first_sent_at)| SendLease {
+        next_attempt_at,
+        first_sent_at: first_sent_at.unwrap_or(now),
+    }))
+}
+
+/// Gives a pending payment a new idempotency key (`key`) whose first send is `now`, if the
+/// caller still holds `lease` on it; returns whether it did. For a payment whose old key
+/// Stripe may have forgotten and which, Stripe's list shows, never created a PaymentIntent
+/// (billing's `payments::collect`). Errors: the key is taken ([`StorageError::Query`]).
+pub async fn rekey_payment(
+    conn: &mut AsyncPgConnection,
+    id: Uuid,
+    lease: &SendLease,
+    key: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StorageError> {
+    let n = diesel::update(payments::table)
+        .filter(payments::id.eq(id))
+        .filter(payments::status.eq("pending"))
+        .filter(payments::next_attempt_at.eq(lease.next_attempt_at))
+        .set((
+            payments::idempotency_key.eq(key),
+            payments::first_sent_at.eq(now),
+            payments::updated_at.eq(now),
         ))
         .execute(conn)
         .await?;
-    Ok(renewed == 1)
+    Ok(n == 1)
 }
 
 /// Whether an invoice has a payment the PSP has not decided yet (pending or processing).

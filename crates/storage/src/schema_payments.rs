@@ -37,6 +37,7 @@ diesel::table! {
         status_at -> Nullable<Timestamptz>,
         created_at -> Timestamptz,
         updated_at -> Timestamptz,
+        first_sent_at -> Nullable<Timestamptz>,
     }
 }
 

@@ -513,6 +513,7 @@ async fn start_retry(
             status_at: None,
             created_at: now,
             updated_at: now,
+            first_sent_at: None,
         };
         store::insert_payment(conn, &payment).await?;
         attempt.status = "running".into();

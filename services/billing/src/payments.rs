@@ -14,6 +14,11 @@
 //!   (after a crash or a lease expiry) return the same PaymentIntent
 //!   (https://docs.stripe.com/api/idempotent_requests). A 402 card error is a failure at once
 //!   (https://docs.stripe.com/declines); anything undecided comes later by event.
+//! * Stripe keeps an idempotency key for 24 hours at least, not forever: a payment still
+//!   pending [`IDEMPOTENCY_KEY_WINDOW`] after its first send (Stripe unreachable, or answering
+//!   500, all that time) is not sent again with its key. The collector lists the customer's
+//!   PaymentIntents: one an earlier call created decides the payment; if there is none the
+//!   payment gets a new key and is sent as new. So a lost answer never becomes a second charge.
 //! * [`apply_result`] applies an outcome with the ordering rules of [`decide`].
 
 use std::collections::BTreeMap;
@@ -414,6 +419,7 @@ pub(crate) fn new_pending(invoice: &InvoiceRow, attempt: i32, amount_minor: i64)
         status_at: None,
         created_at: now,
         updated_at: now,
+        first_sent_at: None,
     }
 }
 
@@ -497,9 +503,9 @@ pub async fn collect(
     // Last check before money moves, on the row itself: the payment must still be pending and
     // still ours (the lease we hold is renewed, so a slow earlier call cannot let another
     // collector send it meanwhile), and its amount must not exceed what is still owed.
-    {
+    let lease = {
         let mut conn = tollgate_storage::pool::get(&ctx.pool).await?;
-        if !store::renew_lease(
+        let Some(lease) = store::renew_lease(
             &mut conn,
             payment.id,
             payment.next_attempt_at,
@@ -507,9 +513,9 @@ pub async fn collect(
             ctx.payments.collector_lease_secs,
         )
         .await?
-        {
+        else {
             return Ok(Collected::Skipped);
-        }
+        };
         let due = crate::invoicing::amount_due(&mut conn, &invoice).await?;
         if payment.amount_minor > due {
             let why = format!(
@@ -525,31 +531,26 @@ pub async fn collect(
             }
             return Ok(cancelled);
         }
+        lease
+    };
+    let mut key = payment.idempotency_key.clone();
+    if Utc::now() - lease.first_sent_at >= IDEMPOTENCY_KEY_WINDOW {
+        match after_key_window(ctx, stripe, &payment, &customer.customer_id, &lease).await? {
+            KeyWindow::Created(intent) => {
+                tracing::warn!(payment = %payment.id, intent = %intent.id, "a PaymentIntent created by an earlier call with the payment's expired idempotency key was found; it decides the payment");
+                return finish(ctx, payment.id, intent_step(&intent, confirm, at), at).await;
+            }
+            KeyWindow::Rekeyed(new_key) => {
+                tracing::warn!(payment = %payment.id, old_key = %key, new_key = %new_key, "no PaymentIntent was created with the payment's expired idempotency key; sending it with a new key");
+                key = new_key;
+            }
+            KeyWindow::Undecided => return Ok(Collected::Pending),
+            KeyWindow::LeaseLost => return Ok(Collected::Skipped),
+        }
     }
-    let answer = stripe
-        .create_payment_intent(&payment.idempotency_key, &params)
-        .await;
+    let answer = stripe.create_payment_intent(&key, &params).await;
     let step = match answer {
-        Ok(intent) => match intent_outcome(&intent, confirm) {
-            Some(outcome) => Finish::Result(
-                PaymentResult {
-                    outcome,
-                    at,
-                    psp_payment_id: Some(intent.id.clone()),
-                    charge_id: intent.latest_charge.clone(),
-                    failure_code: intent
-                        .last_payment_error
-                        .as_ref()
-                        .and_then(|e| e.decline_code.clone().or_else(|| e.code.clone())),
-                    failure_message: intent
-                        .last_payment_error
-                        .as_ref()
-                        .and_then(|e| e.message.clone()),
-                },
-                true,
-            ),
-            None => Finish::Processing(intent.id.clone()),
-        },
+        Ok(intent) => intent_step(&intent, confirm, at),
         Err(StripeError::Card(body)) => Finish::Result(
             PaymentResult {
                 outcome: Outcome::Failed,
@@ -602,6 +603,105 @@ pub async fn collect(
         }
     };
     finish(ctx, payment.id, step, at).await
+}
+
+/// How long after a payment's first send with an idempotency key the collector still sends it
+/// again with that key: 20 hours. Stripe keeps a key for at least 24 hours and may prune it
+/// after that (<https://docs.stripe.com/api/idempotent_requests>), and a request with a pruned
+/// key is carried out as new: a PaymentIntent the first call created (its answer lost, Stripe
+/// unreachable since) would be charged a second time. The 4 hours of margin cover clock skew
+/// and a lease. Past the window, [`collect`] asks Stripe first ([`after_key_window`]).
+pub const IDEMPOTENCY_KEY_WINDOW: Duration = Duration::hours(20);
+
+/// What Stripe's list said about a payment past [`IDEMPOTENCY_KEY_WINDOW`].
+enum KeyWindow {
+    /// An earlier call created this PaymentIntent for the payment: it decides the payment.
+    Created(PaymentIntent),
+    /// None was created; the payment now has this new key (its window starts now).
+    Rekeyed(String),
+    /// Stripe could not be asked; the payment stays pending for the next round.
+    Undecided,
+    /// Another collector took the payment meanwhile.
+    LeaseLost,
+}
+
+/// Looks for a PaymentIntent the payment's earlier calls created: every PaymentIntent of the
+/// customer created since 10 minutes before the first send (Stripe's clock may differ from
+/// ours) whose `metadata.tollgate_payment` is the payment. Stripe's list endpoint answers from
+/// its records (unlike the Search API it does not lag), and no earlier call can still be in
+/// flight: the lease this collector holds was taken after the last one's had run out. When
+/// none exists the payment gets a new idempotency key `…-k<unix seconds>` and is sent as new.
+/// Errors only when the database fails.
+async fn after_key_window(
+    ctx: &BillingContext,
+    stripe: &StripeClient,
+    payment: &PaymentRow,
+    customer: &str,
+    lease: &store::SendLease,
+) -> Result<KeyWindow, BillingError> {
+    let now = Utc::now();
+    let listed = stripe
+        .list_customer_payment_intents(
+            customer,
+            lease.first_sent_at - Duration::minutes(10),
+            now + Duration::minutes(10),
+        )
+        .await;
+    let intents = match listed {
+        Ok(intents) => intents,
+        Err(err) => {
+            tracing::warn!(payment = %payment.id, error = %err, "could not list the customer's PaymentIntents for a payment past its idempotency window; it stays pending");
+            return Ok(KeyWindow::Undecided);
+        }
+    };
+    let ours = payment.id.to_string();
+    let mut created: Vec<PaymentIntent> = intents
+        .into_iter()
+        .filter(|pi| pi.metadata.get("tollgate_payment") == Some(&ours))
+        .collect();
+    // One call creates at most one; should there be more, money taken decides.
+    created.sort_by_key(|pi| pi.status != "succeeded");
+    if let Some(intent) = created.into_iter().next() {
+        return Ok(KeyWindow::Created(intent));
+    }
+    let key = format!(
+        "{}-k{}",
+        idempotency_key(payment.invoice_id, payment.attempt),
+        now.timestamp()
+    );
+    let mut conn = tollgate_storage::pool::get(&ctx.pool).await?;
+    Ok(
+        if store::rekey_payment(&mut conn, payment.id, lease, &key, now).await? {
+            KeyWindow::Rekeyed(key)
+        } else {
+            KeyWindow::LeaseLost
+        },
+    )
+}
+
+/// The step a PaymentIntent Stripe returned calls for: its outcome when it has one
+/// ([`intent_outcome`]), else `processing` (the outcome comes by event).
+fn intent_step(intent: &PaymentIntent, confirmed: bool, at: DateTime<Utc>) -> Finish {
+    match intent_outcome(intent, confirmed) {
+        Some(outcome) => Finish::Result(
+            PaymentResult {
+                outcome,
+                at,
+                psp_payment_id: Some(intent.id.clone()),
+                charge_id: intent.latest_charge.clone(),
+                failure_code: intent
+                    .last_payment_error
+                    .as_ref()
+                    .and_then(|e| e.decline_code.clone().or_else(|| e.code.clone())),
+                failure_message: intent
+                    .last_payment_error
+                    .as_ref()
+                    .and_then(|e| e.message.clone()),
+            },
+            true,
+        ),
+        None => Finish::Processing(intent.id.clone()),
+    }
 }
 
 /// A payment that cannot be sent: a first attempt is kept `errored` for operators; a dunning

@@ -120,16 +120,28 @@ pub struct DeliveryDetail {
 
 /// Reads a delivery with its message and attempts; `tenant` None for operators. Errors:
 /// [`WebhookError::DeliveryNotFound`].
+///
+/// The reads share one snapshot (a read-only REPEATABLE READ transaction): an attempt and
+/// the delivery's new state commit together, and reading them one after the other could show
+/// an attempt in the log that the delivery's `status` and `attempts` do not reflect yet.
 pub async fn detail(
     conn: &mut AsyncPgConnection,
     tenant: Option<Uuid>,
     id: DeliveryId,
 ) -> Result<DeliveryDetail, WebhookError> {
-    let row = store::find_delivery(conn, tenant, id.as_uuid())
-        .await
-        .map_err(|e| or_not_found(e, WebhookError::DeliveryNotFound))?;
-    let message = store::find_message(conn, row.message_id).await?;
-    let attempts = store::attempts_of(conn, row.id).await?;
+    let (row, message, attempts) = conn
+        .build_transaction()
+        .read_only()
+        .repeatable_read()
+        .run(async |conn| {
+            let row = store::find_delivery(conn, tenant, id.as_uuid())
+                .await
+                .map_err(|e| or_not_found(e, WebhookError::DeliveryNotFound))?;
+            let message = store::find_message(conn, row.message_id).await?;
+            let attempts = store::attempts_of(conn, row.id).await?;
+            Ok::<_, WebhookError>((row, message, attempts))
+        })
+        .await?;
     Ok(DeliveryDetail {
         delivery: DeliveryView::new(&row, &message.event_type),
         message: message.into(),

@@ -328,6 +328,23 @@ impl StripeClient {
             .await
     }
 
+    /// Every PaymentIntent of `customer` (`cus_…`) created in `[from, to)`: `GET
+    /// /v1/payment_intents` with `customer` and `created[gte]`/`created[lt]` (unix seconds,
+    /// rounded up), all pages (<https://docs.stripe.com/api/payment_intents/list>). A list, not
+    /// the Search API, whose results may lag by a minute or more
+    /// (<https://docs.stripe.com/search#data-freshness>): billing uses it to learn whether a
+    /// call whose answer it lost created a PaymentIntent.
+    pub async fn list_customer_payment_intents(
+        &self,
+        customer: &str,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<Vec<PaymentIntent>, StripeError> {
+        let mut filters = created_range(from, to);
+        filters.push("customer", customer);
+        self.list_all(&["v1", "payment_intents"], filters).await
+    }
+
     /// Every payout created in `[from, to)` (`created[gte]`/`created[lt]`, unix seconds), all
     /// pages (<https://docs.stripe.com/api/payouts/list>).
     pub async fn list_payouts(

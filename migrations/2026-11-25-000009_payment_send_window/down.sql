@@ -1,0 +1,1 @@
+ALTER TABLE payments DROP COLUMN first_sent_at;
