@@ -1232,7 +1232,7 @@ async fn a_payment_whose_answer_was_lost_is_not_charged_again_after_stripe_forge
     let payment = eventually("the PaymentIntent found decides the payment", || async {
         payments_of(&app, &invoice).await["data"]
             .as_array()
-            .and_then(|d| d.first().cloned())
+            .and_then(|d| d.iter().next().cloned())
             .filter(|p| p["status"] == "succeeded")
     })
     .await;
@@ -1244,7 +1244,9 @@ async fn a_payment_whose_answer_was_lost_is_not_charged_again_after_stripe_forge
         "nothing was sent again"
     );
     let lists = stripe.requests_to("GET", "/v1/payment_intents");
-    let list = lists.last().expect("the customer's PaymentIntents were listed");
+    let list = lists
+        .last()
+        .expect("the customer's PaymentIntents were listed");
     assert!(
         list.query.iter().any(|(k, v)| k == "customer" && *v == cus),
         "{:?}",
@@ -1275,7 +1277,7 @@ async fn a_payment_that_never_reached_stripe_is_sent_with_a_new_key_after_the_wi
     let payment = eventually("the payment is sent again and succeeds", || async {
         payments_of(&app, &invoice).await["data"]
             .as_array()
-            .and_then(|d| d.first().cloned())
+            .and_then(|d| d.iter().next().cloned())
             .filter(|p| p["status"] == "succeeded")
     })
     .await;
@@ -1294,5 +1296,9 @@ async fn a_payment_that_never_reached_stripe_is_sent_with_a_new_key_after_the_wi
         &format!("SELECT idempotency_key AS v FROM payments WHERE invoice_id = '{invoice_uuid}'"),
     )
     .await;
-    assert_eq!(stored, vec![new_key], "the payment row holds the key it was sent with");
+    assert_eq!(
+        stored,
+        vec![new_key],
+        "the payment row holds the key it was sent with"
+    );
 }

@@ -312,23 +312,24 @@ pub async fn renew_lease(
     now: DateTime<Utc>,
     lease_secs: i64,
 ) -> Result<Option<SendLease>, StorageError> {
-    let renewed: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> = diesel::update(payments::table)
-        .filter(payments::id.eq(id))
-        .filter(payments::status.eq("pending"))
-        .filter(payments::next_attempt_at.eq(held))
-        .set((
-            payments::next_attempt_at.eq(now + chrono::Duration::seconds(lease_secs)),
-            payments::updated_at.eq(now),
-            payments::first_sent_at.eq(diesel::dsl::sql::<
-                diesel::sql_types::Nullable<Timestamptz>,
-            >("coalesce(first_sent_at, ")
-            .bind::<Timestamptz, _>(now)
-            .sql(")")),
-        ))
-        .returning((payments::next_attempt_at, payments::first_sent_at))
-        .get_result(conn)
-        .await
-        .optional()?;
+    let renewed: Option<(DateTime<Utc>, Option<DateTime<Utc>>)> =
+        diesel::update(payments::table)
+            .filter(payments::id.eq(id))
+            .filter(payments::status.eq("pending"))
+            .filter(payments::next_attempt_at.eq(held))
+            .set((
+                payments::next_attempt_at.eq(now + chrono::Duration::seconds(lease_secs)),
+                payments::updated_at.eq(now),
+                payments::first_sent_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<Timestamptz>,
+                >("coalesce(first_sent_at, ")
+                .bind::<Timestamptz, _>(now)
+                .sql(")")),
+            ))
+            .returning((payments::next_attempt_at, payments::first_sent_at))
+            .get_result(conn)
+            .await
+            .optional()?;
     Ok(renewed.map(|(next_attempt_at, first_sent_at)| SendLease {
         next_attempt_at,
         first_sent_at: first_sent_at.unwrap_or(now),

@@ -616,7 +616,7 @@ pub const IDEMPOTENCY_KEY_WINDOW: Duration = Duration::hours(20);
 /// What Stripe's list said about a payment past [`IDEMPOTENCY_KEY_WINDOW`].
 enum KeyWindow {
     /// An earlier call created this PaymentIntent for the payment: it decides the payment.
-    Created(PaymentIntent),
+    Created(Box<PaymentIntent>),
     /// None was created; the payment now has this new key (its window starts now).
     Rekeyed(String),
     /// Stripe could not be asked; the payment stays pending for the next round.
@@ -662,7 +662,7 @@ async fn after_key_window(
     // One call creates at most one; should there be more, money taken decides.
     created.sort_by_key(|pi| pi.status != "succeeded");
     if let Some(intent) = created.into_iter().next() {
-        return Ok(KeyWindow::Created(intent));
+        return Ok(KeyWindow::Created(Box::new(intent)));
     }
     let key = format!(
         "{}-k{}",
