@@ -1191,6 +1191,17 @@ async fn a_day_later(app: &TestApp, invoice_uuid: Uuid) {
     assert_eq!(aged, 1, "one pending payment was sent once");
 }
 
+/// Waits until the invoice's first payment is `succeeded` (`what` names the wait); returns it.
+async fn first_payment_succeeded(app: &TestApp, invoice: &str, what: &str) -> Value {
+    eventually(what, || async {
+        payments_of(app, invoice).await["data"]
+            .as_array()
+            .and_then(|d| d.iter().next().cloned())
+            .filter(|p| p["status"] == "succeeded")
+    })
+    .await
+}
+
 /// Waits until the invoice's first payment was sent to Stripe once and is still pending.
 async fn sent_and_pending(app: &TestApp, stripe: &StripeFake, invoice_uuid: Uuid) {
     eventually("attempt 1 reaches Stripe and stays pending", || async {
@@ -1229,12 +1240,11 @@ async fn a_payment_whose_answer_was_lost_is_not_charged_again_after_stripe_forge
 
     stripe.forget_idempotency_keys();
     a_day_later(&app, invoice_uuid).await;
-    let payment = eventually("the PaymentIntent found decides the payment", || async {
-        payments_of(&app, &invoice).await["data"]
-            .as_array()
-            .and_then(|d| d.iter().next().cloned())
-            .filter(|p| p["status"] == "succeeded")
-    })
+    let payment = first_payment_succeeded(
+        &app,
+        &invoice,
+        "the PaymentIntent found decides the payment",
+    )
     .await;
     assert_eq!(payment["psp_payment_id"], charged.as_str(), "{payment}");
     assert_eq!(stripe.intents().len(), 1, "no second PaymentIntent");
@@ -1274,13 +1284,8 @@ async fn a_payment_that_never_reached_stripe_is_sent_with_a_new_key_after_the_wi
     let old_key = format!("tollgate-inv-{invoice_uuid}-attempt-1");
 
     a_day_later(&app, invoice_uuid).await;
-    let payment = eventually("the payment is sent again and succeeds", || async {
-        payments_of(&app, &invoice).await["data"]
-            .as_array()
-            .and_then(|d| d.iter().next().cloned())
-            .filter(|p| p["status"] == "succeeded")
-    })
-    .await;
+    let payment =
+        first_payment_succeeded(&app, &invoice, "the payment is sent again and succeeds").await;
     let intents = stripe.intents();
     assert_eq!(intents.len(), 1, "{intents:?}");
     assert_eq!(payment["psp_payment_id"], intents[0]["id"], "{payment}");
