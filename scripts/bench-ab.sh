@@ -11,7 +11,8 @@
 # BENCH_RATE_JOBS and BENCH_RATE pass through to bench.sh. Full output of each run goes to
 # .tollgate/bench-ab/<name>-<round>.log; the summary is one line per run: the throughput run's
 # jobs/s, submit p50/p99 and CPU ms per job, then the fixed-rate run's p99 and CPU ms per job
-# (CPU of processes, kernel threads left out: see stack_cpu_report in scripts/stack.sh).
+# (CPU of processes, kernel threads left out: see stack_cpu_report in scripts/stack.sh) and
+# its PostgreSQL transactions per job (less noisy than time: it counts round trips saved).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # shellcheck source=scripts/lib.sh
@@ -25,8 +26,8 @@ for build in "$@"; do
 done
 logs=.tollgate/bench-ab
 mkdir -p "$logs"
-printf '%-8s %5s %8s %8s %8s %8s %10s %10s\n' build round 'jobs/s' 'p50 ms' 'p99 ms' \
-    'CPU/job' "p99@${BENCH_RATE:-1000}/s" "CPU@${BENCH_RATE:-1000}/s"
+printf '%-8s %5s %8s %8s %8s %8s %10s %10s %10s\n' build round 'jobs/s' 'p50 ms' 'p99 ms' \
+    'CPU/job' "p99@${BENCH_RATE:-1000}/s" "CPU@${BENCH_RATE:-1000}/s" "xact@${BENCH_RATE:-1000}/s"
 for round in $(seq 1 "${BENCH_ROUNDS:-2}"); do
     for build in "$@"; do
         name=${build%%=*} dir=${build#*=}
@@ -41,7 +42,8 @@ for round in $(seq 1 "${BENCH_ROUNDS:-2}"); do
             /^submitted/ { n++; for (i = 1; i <= NF; i++) {
                 if ($i == "p50") p50[n] = $(i+1); if ($i == "p99") p99[n] = $(i+1) } }
             /^ +processes / { m++; cpu[m] = $2 }
-            END { printf "%-8s %5s %8s %8s %8s %8s %10s %10s\n", name, round, eps, p50[1],
-                         p99[1], cpu[1], p99[2], cpu[2] }' "$log"
+            /^ +per job: / { k++; xact[k] = $(NF-2) }
+            END { printf "%-8s %5s %8s %8s %8s %8s %10s %10s %10s\n", name, round, eps, p50[1],
+                         p99[1], cpu[1], p99[2], cpu[2], xact[2] }' "$log"
     done
 done
