@@ -356,14 +356,10 @@ fn route(
         }
         ("POST", ["v1", "payment_intents"]) => create_intent(state, form),
         ("GET", ["v1", "payment_intents"]) => {
-            let created = |k: &str| {
-                query
-                    .iter()
-                    .find(|(q, _)| q == k)
-                    .and_then(|(_, v)| v.parse::<i64>().ok())
-            };
+            let param = |k: &str| query.iter().find(|(q, _)| q == k).map(|(_, v)| v.as_str());
+            let created = |k: &str| param(k).and_then(|v| v.parse::<i64>().ok());
             let (gte, lt) = (created("created[gte]"), created("created[lt]"));
-            let customer = query.iter().find(|(q, _)| q == "customer").map(|(_, v)| v);
+            let customer = param("customer");
             let mut items: Vec<Value> = state
                 .intents
                 .iter()
@@ -371,7 +367,7 @@ fn route(
                     let c = pi["created"].as_i64().unwrap_or(0);
                     gte.is_none_or(|g| c >= g)
                         && lt.is_none_or(|l| c < l)
-                        && customer.is_none_or(|cus| pi["customer"] == cus.as_str())
+                        && customer.is_none_or(|cus| pi["customer"] == cus)
                 })
                 .cloned()
                 .collect();

@@ -45,13 +45,15 @@ impl Manager for PgManager {
         conn: &mut AsyncPgConnection,
         metrics: &Metrics,
     ) -> RecycleResult<PoolError> {
+        if metrics.last_used() >= VERIFY_AFTER_IDLE {
+            // diesel-async's own recycling: the broken-connection check, then `SELECT 1`.
+            return self.inner.recycle(conn, metrics).await;
+        }
+        // The same broken-connection check, without the test query.
         if std::thread::panicking() || conn.is_broken() {
             return Err(RecycleError::Message("broken connection".into()));
         }
-        if metrics.last_used() < VERIFY_AFTER_IDLE {
-            return Ok(());
-        }
-        self.inner.recycle(conn, metrics).await
+        Ok(())
     }
 }
 

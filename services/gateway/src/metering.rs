@@ -440,6 +440,9 @@ impl Flusher {
         }
     }
 
+    /// Writes `batch`, retrying with capped exponential backoff until it is written (true),
+    /// or, while shutting down, until the deadline passes (false). While shutting down the
+    /// retries come every [`INITIAL_BACKOFF`], so the last one is close to the deadline.
     async fn write(&mut self, batch: &[TrafficRecord]) -> bool {
         let cancel = self.cancel.clone();
         let mut backoff = INITIAL_BACKOFF;
