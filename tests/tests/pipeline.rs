@@ -456,6 +456,115 @@ async fn jobs_submitted_while_the_broker_is_unreachable_are_published_later() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commands_published_together_share_one_message_and_each_job_is_billed_once() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions};
+    // Every service's relay goes through the proxy: while it is down the outbox fills, and
+    // the first relay to connect claims every row at once.
+    let proxy = Proxy::start("127.0.0.1:5672").await;
+    let mut app = TestApp::spawn_with(Options {
+        intake_amqp_url: Some(format!("amqp://guest:guest@127.0.0.1:{}/%2f", proxy.port)),
+        worker: false,
+        ..Default::default()
+    })
+    .await;
+    app.add_job_type("packed", "/packed", 2, 3, 1024).await;
+    Mock::given(path("/packed"))
+        .respond_with(ok_units(5))
+        .mount(&app.executor)
+        .await;
+    let mut ids = Vec::new();
+    for n in 0..5 {
+        let (status, job) = app
+            .submit(&json!({ "type": "packed", "input": { "n": n } }), None)
+            .await;
+        assert_eq!(status, 202, "{job}");
+        ids.push(job["id"].as_str().expect("id").to_owned());
+    }
+    proxy.up();
+    tollgate_e2e::eventually(WAIT, "the outbox is published", || async {
+        let left = app
+            .count("SELECT count(*) AS n FROM outbox WHERE published_at IS NULL")
+            .await;
+        (left == 0).then_some(())
+    })
+    .await;
+
+    // The execute queue holds one message: a batch of the five commands, in order.
+    let conn = lapin::Connection::connect(
+        &tollgate_e2e::amqp_url(),
+        lapin::ConnectionProperties::default(),
+    )
+    .await
+    .expect("amqp");
+    let channel = conn.create_channel().await.expect("channel");
+    let queue = format!("{}.jobs.execute", app.amqp_prefix);
+    let message = channel
+        .basic_get(queue.as_str().into(), BasicGetOptions::default())
+        .await
+        .expect("basic.get")
+        .expect("a message on the execute queue");
+    assert_eq!(
+        message
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|t| t.as_str()),
+        Some(tollgate_messaging::batch::BATCH_CONTENT_TYPE)
+    );
+    let commands: Vec<serde_json::Value> =
+        serde_json::from_slice(&message.data).expect("a JSON array of envelopes");
+    let packed: Vec<&str> = commands
+        .iter()
+        .map(|c| c["data"]["job_id"].as_str().expect("job id"))
+        .collect();
+    assert_eq!(packed, ids);
+    assert_eq!(message.message_count, 0, "nothing else was published");
+    // A relay that crashed after the broker's confirm but before its commit would publish
+    // the batch again: put a copy beside it. The original goes back unacked.
+    channel
+        .basic_publish(
+            format!("{}.jobs", app.amqp_prefix).as_str().into(),
+            tollgate_messaging::Topology::EXECUTE_KEY.into(),
+            BasicPublishOptions::default(),
+            &message.data,
+            message.properties.clone(),
+        )
+        .await
+        .expect("publish the copy");
+    channel.close(200, "done".into()).await.expect("close");
+    let _ = conn.close(200, "done".into()).await;
+
+    app.start_worker().await;
+    for id in &ids {
+        let job = app.wait_for_status(id, &["succeeded"], WAIT).await;
+        assert_eq!(job["cost"], 10);
+    }
+    tollgate_e2e::eventually(WAIT, "both deliveries are settled", || async {
+        let url = format!("{}/metrics", app.worker_url.as_deref().expect("worker"));
+        let text = app.http.get(url).send().await.ok()?.text().await.ok()?;
+        text.lines()
+            .any(|line| {
+                line.starts_with("tollgate_job_attempts_total{")
+                    && line.contains(r#"outcome="duplicate""#)
+                    && line.ends_with(" 5")
+            })
+            .then_some(())
+    })
+    .await;
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+            .await,
+        5
+    );
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM job_attempts WHERE outcome = 'succeeded'")
+            .await,
+        5
+    );
+    app.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn missing_unknown_and_revoked_api_keys_get_401() {
     let app = TestApp::spawn_with(Options {
         worker: false,

@@ -90,8 +90,11 @@ pub struct OutgoingMessage {
     pub message_id: Uuid,
     pub exchange: String,
     pub routing_key: String,
-    /// JSON bytes.
+    /// JSON bytes: one envelope, or a batch of them ([`crate::batch`]).
     pub payload: Vec<u8>,
+    /// [`crate::batch::JSON_CONTENT_TYPE`] for one envelope,
+    /// [`crate::batch::BATCH_CONTENT_TYPE`] for a JSON array of envelopes.
+    pub content_type: &'static str,
     /// Per-message TTL in milliseconds (delay queues).
     pub expiration_ms: Option<u64>,
     /// Must reach a queue: an unroutable message fails the publish ([`MessagingError::Unroutable`]).
@@ -186,7 +189,7 @@ impl Broker {
         for message in messages {
             let mut properties = BasicProperties::default()
                 .with_message_id(message.message_id.to_string().into())
-                .with_content_type("application/json".into())
+                .with_content_type(message.content_type.into())
                 .with_delivery_mode(2);
             if let Some(ms) = message.expiration_ms {
                 properties = properties.with_expiration(ms.to_string().into());

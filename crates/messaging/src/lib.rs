@@ -2,6 +2,7 @@
 //! handle that reconnects with backoff and reports readiness, and publishing with publisher
 //! confirms (SPEC "Messaging").
 
+pub mod batch;
 pub mod broker;
 pub mod topology;
 

@@ -45,6 +45,13 @@ impl Topology {
         format!("{}.jobs.execute", self.prefix)
     }
 
+    /// Whether messages to `exchange` with `routing_key` may be batches of envelopes
+    /// ([`crate::batch`]): only job commands for the execute queue, whose consumer (the
+    /// worker) unpacks them. Domain events go out one per message.
+    pub fn accepts_batches(&self, exchange: &str, routing_key: &str) -> bool {
+        routing_key == Self::EXECUTE_KEY && exchange == self.jobs_exchange()
+    }
+
     /// The exchange retries are published to (direct).
     pub fn retry_exchange(&self) -> String {
         format!("{}.jobs.retry", self.prefix)
@@ -245,6 +252,9 @@ mod tests {
     fn names_carry_the_prefix_and_retry_keys_clamp() {
         let t = Topology::new("t42", 3);
         assert_eq!(t.execute_queue(), "t42.jobs.execute");
+        assert!(t.accepts_batches("t42.jobs", Topology::EXECUTE_KEY));
+        assert!(!t.accepts_batches("t42.events", Topology::EXECUTE_KEY));
+        assert!(!t.accepts_batches("t42.jobs.retry", "retry.1"));
         assert_eq!(t.retry_key(1), "retry.1");
         assert_eq!(t.retry_key(9), "retry.3");
         assert_eq!(t.queues().len(), 5);

@@ -54,7 +54,8 @@ pub struct WorkerConfig {
     pub amqp: BrokerConfig,
     pub retry: RetryConfig,
     /// Unacknowledged messages held at once (AMQP prefetch); also the number of jobs
-    /// executed concurrently.
+    /// executed concurrently. A message from the outbox relay may carry several job
+    /// commands (its `commands_per_message`); those beyond the concurrency wait, held.
     pub prefetch: u16,
     /// How long a job type read from the catalog is reused, milliseconds.
     pub catalog_cache_ttl_ms: u64,

@@ -1,5 +1,6 @@
-//! The consumer: takes execute messages with manual acks and a bounded prefetch, runs each
-//! attempt, commits its outcome, and only then acks. Retries go to the delay queue for the
+//! The consumer: takes execute messages (one job command each, or a batch of them packed by
+//! the outbox relay) with manual acks and a bounded prefetch, runs each attempt (at most
+//! `prefetch` at once), commits its outcome, and only then acks. Retries go to the delay queue for the
 //! attempt (TTL + dead-letter back to the execute queue), never by sleeping on a message.
 //!
 //! Exactly-once billing rests on two walls: the job's state guard (a terminal job is never
@@ -10,6 +11,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use futures_util::future::join_all;
 use futures_util::StreamExt;
 use lapin::message::Delivery;
 use lapin::options::{
@@ -21,7 +23,7 @@ use rand::Rng;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tollgate_domain::{Envelope, JobCommand, JobEvent, JobId, TenantId};
-use tollgate_messaging::{Broker, OutgoingMessage};
+use tollgate_messaging::{batch, Broker, OutgoingMessage};
 use tollgate_storage::catalog::Catalog;
 use tollgate_storage::group_commit::GroupCommit;
 use tollgate_storage::jobs::{
@@ -57,6 +59,8 @@ pub struct Consumer {
     pub finishes: GroupCommit<AttemptFinisher>,
     pub retry: RetryConfig,
     pub prefetch: u16,
+    /// Jobs executed at once (`prefetch` permits): a batch message carries several.
+    pub in_flight: tokio::sync::Semaphore,
     pub metrics: WorkerMetrics,
     /// Tenants whose webhook endpoints want job events.
     pub job_events: JobEventSubscribers,
@@ -158,23 +162,30 @@ impl Consumer {
         tracker.wait().await;
     }
 
+    /// Runs the commands a delivery carries (one envelope, or a batch of them from the outbox
+    /// relay, [`tollgate_messaging::batch`]) and settles it: ack when every command is
+    /// committed, requeue the whole message when any failed on our side (the commands
+    /// already committed are no-ops on redelivery), dead-letter what does not decode.
     async fn handle(&self, delivery: Delivery) {
-        let settle = match serde_json::from_slice::<Envelope<JobCommand>>(&delivery.data) {
-            Ok(envelope) => {
-                let JobCommand::ExecuteV1 { job_id, attempt } = envelope.data;
-                let span = tracing::info_span!("job", job_id = %job_id, tenant_id = %envelope.tenant, attempt);
-                match self
-                    .process(envelope.tenant, job_id, attempt.max(1))
-                    .instrument(span)
-                    .await
-                {
-                    Ok(()) => Settle::Ack,
-                    Err(err) => {
-                        tracing::warn!(job_id = %job_id, error = %err, "job handling failed; requeueing");
-                        // Requeue after a pause so a database outage does not spin.
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        Settle::Requeue
-                    }
+        let content_type = delivery
+            .properties
+            .content_type()
+            .as_ref()
+            .map(|t| t.as_str());
+        let commands = if batch::is_batch(content_type) {
+            serde_json::from_slice::<Vec<Envelope<JobCommand>>>(&delivery.data)
+        } else {
+            serde_json::from_slice::<Envelope<JobCommand>>(&delivery.data).map(|one| vec![one])
+        };
+        let settle = match commands {
+            Ok(commands) => {
+                let done = join_all(commands.into_iter().map(|c| self.run_command(c))).await;
+                if done.into_iter().all(|ok| ok) {
+                    Settle::Ack
+                } else {
+                    // Requeue after a pause so a database outage does not spin.
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    Settle::Requeue
                 }
             }
             Err(err) => {
@@ -197,6 +208,29 @@ impl Consumer {
         if let Err(err) = result {
             // The channel is gone: RabbitMQ redelivers the message, which is safe.
             tracing::warn!(error = %err, "could not settle delivery");
+        }
+    }
+
+    /// Runs one command once a slot of the worker's concurrency is free; false when it
+    /// failed on our side (database, broker) and the message must be requeued.
+    async fn run_command(&self, envelope: Envelope<JobCommand>) -> bool {
+        let JobCommand::ExecuteV1 { job_id, attempt } = envelope.data;
+        // The semaphore is never closed; a closed one would mean "retry later".
+        let Ok(_slot) = self.in_flight.acquire().await else {
+            return false;
+        };
+        let span =
+            tracing::info_span!("job", job_id = %job_id, tenant_id = %envelope.tenant, attempt);
+        match self
+            .process(envelope.tenant, job_id, attempt.max(1))
+            .instrument(span)
+            .await
+        {
+            Ok(()) => true,
+            Err(err) => {
+                tracing::warn!(job_id = %job_id, error = %err, "job handling failed; requeueing");
+                false
+            }
         }
     }
 
@@ -503,6 +537,7 @@ impl Consumer {
             routing_key: topology.retry_key(failed_attempt),
             payload: serde_json::to_vec(&envelope)
                 .map_err(|e| ProcessError::Encode(e.to_string()))?,
+            content_type: batch::JSON_CONTENT_TYPE,
             expiration_ms: Some(backoff_ms(
                 &self.retry,
                 failed_attempt,

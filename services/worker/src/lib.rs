@@ -133,6 +133,7 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
         )),
         retry: config.retry.clone(),
         prefetch: config.prefetch,
+        in_flight: tokio::sync::Semaphore::new(usize::from(config.prefetch.max(1))),
         metrics: WorkerMetrics {
             attempts,
             execution,
