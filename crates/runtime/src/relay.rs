@@ -198,7 +198,7 @@ fn messages_for(
                 continue;
             }
             messages.push(OutgoingMessage {
-                message_id: uuid::Uuid::new_v4(),
+                message_id: uuid::Uuid::now_v7(),
                 exchange: first.exchange.clone(),
                 routing_key: first.routing_key.clone(),
                 payload: encode_batch(chunk.iter().map(|row| row.payload.as_slice())),
