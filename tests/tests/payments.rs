@@ -1307,3 +1307,49 @@ async fn a_payment_that_never_reached_stripe_is_sent_with_a_new_key_after_the_wi
         "the payment row holds the key it was sent with"
     );
 }
+
+/// Voiding races a payment: were an invoice voided while its payment is in flight at Stripe,
+/// the payment could still succeed and charge the customer for a void invoice. The void is
+/// refused (409 PAYMENT_IN_FLIGHT) until the payment is decided; here it succeeds, so the
+/// invoice ends paid and the void is refused for that reason instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_invoice_cannot_be_voided_while_its_payment_is_in_flight() {
+    let stripe = StripeFake::start().await;
+    let app = spawn(&stripe).await;
+    let s = start_instant();
+    let customer = setup(&app, s).await;
+    link_card(&app, &stripe, &customer).await;
+    // Stripe charges the card but its answer is lost: the payment stays pending, in flight.
+    stripe.lose_next_answers(1);
+    let (invoice, invoice_uuid, _) = finalize(&app, s).await;
+    sent_and_pending(&app, &stripe, invoice_uuid).await;
+
+    let void = |reason: &'static str| {
+        let app = &app;
+        let invoice = invoice.clone();
+        async move {
+            app.post_json(
+                &format!("/v1/invoices/{invoice}/void"),
+                &json!({ "reason": reason }),
+            )
+            .await
+        }
+    };
+    let (status, body) = void("customer left").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "PAYMENT_IN_FLIGHT", "{body}");
+    let (_, inv) = app.get_json(&format!("/v1/invoices/{invoice}")).await;
+    assert_eq!(inv["status"], "finalized", "nothing changed: {inv}");
+
+    // Stripe replays the lost answer for the key; once it has forgotten the key (a day later)
+    // the collector finds the PaymentIntent the call created, which decides the payment.
+    stripe.forget_idempotency_keys();
+    a_day_later(&app, invoice_uuid).await;
+    first_payment_succeeded(&app, &invoice, "the payment is decided").await;
+    let (_, inv) = app.get_json(&format!("/v1/invoices/{invoice}")).await;
+    assert_eq!(inv["status"], "paid", "{inv}");
+    let (status, body) = void("customer left").await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "INVOICE_STATE", "{body}");
+    assert_eq!(stripe.intents().len(), 1, "charged once");
+}

@@ -321,8 +321,13 @@ fn tier_rows(detail: &serde_json::Value) -> Vec<TierLineDoc> {
 
 /// Voids a final, unpaid invoice with a reason (1 to 500 characters); the invoice's numbers
 /// stay as they were. Its dunning case, if any, is canceled with its scheduled retries (and the
-/// subscription moves accordingly). Errors: a bad reason (422), not found or not voidable (409
-/// INVOICE_STATE).
+/// subscription moves accordingly). Errors: a bad reason (422), not found (404), not voidable
+/// (409 INVOICE_STATE), a payment of it pending or processing (409 PAYMENT_IN_FLIGHT: were it
+/// voided, a payment already at the PSP could still succeed and charge the customer for a void
+/// invoice; retry once the payment is decided, which makes the invoice paid or leaves it
+/// voidable; a pending payment not sent yet counts too, as the collector sends it within
+/// seconds). The check runs under the invoice's row lock, which dunning also takes before it
+/// starts a retry, so no payment can start between the check and the void.
 pub async fn void(
     ctx: &BillingContext,
     conn: &mut AsyncPgConnection,
@@ -341,6 +346,9 @@ pub async fn void(
         let Some(invoice) = invoices::find(conn, tenant_id, invoice_id, true).await? else {
             return Err(BillingError::InvoiceNotFound);
         };
+        if tollgate_storage::payments::has_payment_in_flight(conn, invoice.id).await? {
+            return Err(BillingError::PaymentInFlight);
+        }
         invoices::void(conn, tenant_id, invoice_id, &reason)
             .await
             .map_err(|e| match e {

@@ -102,6 +102,10 @@ pub enum BillingError {
     InvoiceNotFound,
     #[error("invoice {0}")]
     InvoiceState(String),
+    /// The invoice has a payment the PSP has not decided yet; voiding it now could leave a
+    /// charge on a void invoice.
+    #[error("invoice has a payment in flight (pending or processing at the payment service provider); void it once the payment is decided")]
+    PaymentInFlight,
     #[error("the period is finalized (invoice {invoice}); late usage goes to the next invoice as an adjustment")]
     PeriodLocked { invoice: String },
     #[error("payments are not configured (psp.enabled with a Stripe secret key)")]
@@ -133,6 +137,7 @@ impl BillingError {
             Self::PlanChangeNotAllowed(_) => "PLAN_CHANGE_NOT_ALLOWED",
             Self::InvoiceNotFound => "INVOICE_NOT_FOUND",
             Self::InvoiceState(_) => "INVOICE_STATE",
+            Self::PaymentInFlight => "PAYMENT_IN_FLIGHT",
             Self::PeriodLocked { .. } => "BILLING_PERIOD_LOCKED",
             Self::PspNotConfigured => "PSP_NOT_CONFIGURED",
             Self::Psp(StripeError::Card(_)) => "PAYMENT_DECLINED",
@@ -161,6 +166,7 @@ impl ResponseError for BillingError {
             Self::SubscriptionExists
             | Self::SubscriptionCanceled
             | Self::InvoiceState(_)
+            | Self::PaymentInFlight
             | Self::PeriodLocked { .. } => StatusCode::CONFLICT,
             Self::Psp(StripeError::Card(_)) => StatusCode::PAYMENT_REQUIRED,
             Self::Psp(StripeError::Unavailable(_)) | Self::PspNotConfigured => {
