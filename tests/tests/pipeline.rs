@@ -10,6 +10,18 @@ use wiremock::{Mock, ResponseTemplate};
 
 const WAIT: Duration = Duration::from_secs(30);
 
+/// Ledger entries of jobs (`source_kind = 'job'`) in the test database.
+async fn job_ledger_entries(app: &TestApp) -> i64 {
+    app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
+        .await
+}
+
+/// Attempt records with outcome `succeeded` in the test database.
+async fn succeeded_attempts(app: &TestApp) -> i64 {
+    app.count("SELECT count(*) AS n FROM job_attempts WHERE outcome = 'succeeded'")
+        .await
+}
+
 fn ok_units(units: i64) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_json(json!({ "output": { "ok": true }, "units": units }))
 }
@@ -42,11 +54,7 @@ async fn happy_path_bills_weight_times_units_once() {
     assert_eq!(done["input"], json!({ "w": 100 }));
 
     let uuid = id.trim_start_matches("job_");
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        1
-    );
+    assert_eq!(job_ledger_entries(&app).await, 1);
     assert_eq!(
         app.count(&format!(
             "SELECT count(*) AS n FROM ledger_entries WHERE source_id = '{id}' AND raw_units = 7 AND weighted_units = 21 AND cost = 21 AND metric = 'job.resize' AND idempotency_key = 'job:{id}'"
@@ -206,11 +214,7 @@ async fn executor_500_twice_then_200_succeeds_on_attempt_3_with_one_ledger_entry
     assert_eq!(done["status"], "succeeded", "{done}");
     assert_eq!(done["attempts"], 3);
     assert_eq!(done["cost"], 10);
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        1
-    );
+    assert_eq!(job_ledger_entries(&app).await, 1);
     assert_eq!(
         app.count("SELECT count(*) AS n FROM job_attempts WHERE outcome = 'retryable' AND http_status = 500").await,
         2
@@ -242,11 +246,7 @@ async fn permanent_400_fails_at_once_without_retry_or_bill() {
         .contains("400"));
     // Give a wrongly scheduled retry time to show up; none may.
     tokio::time::sleep(Duration::from_millis(500)).await;
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        0
-    );
+    assert_eq!(job_ledger_entries(&app).await, 0);
     assert_eq!(app.count("SELECT count(*) AS n FROM job_attempts").await, 1);
     app.stop().await;
 }
@@ -275,11 +275,7 @@ async fn always_503_goes_dead_after_max_attempts_then_cli_replay_completes_it() 
             .await,
         3
     );
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        0
-    );
+    assert_eq!(job_ledger_entries(&app).await, 0);
     // On the dead-letter list the operator CLI lists (`tollgatectl jobs dead`).
     let listed = {
         let mut conn = tollgate_storage::pool::get(&app.pool).await.expect("conn");
@@ -313,11 +309,7 @@ async fn always_503_goes_dead_after_max_attempts_then_cli_replay_completes_it() 
     .expect("replay");
     let done = app.wait_for_status(&id, &["succeeded"], WAIT).await;
     assert_eq!(done["cost"], 8);
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        1
-    );
+    assert_eq!(job_ledger_entries(&app).await, 1);
     // The error history of the dead run is kept; the job is off the dead-letter list.
     assert_eq!(app.count("SELECT count(*) AS n FROM job_attempts").await, 4);
     assert_eq!(
@@ -367,16 +359,8 @@ async fn worker_killed_mid_job_is_redelivered_and_billed_once() {
     assert_eq!(done["cost"], 9);
     // Let the abandoned first call finish too: it must not bill again.
     tokio::time::sleep(Duration::from_secs(4)).await;
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        1
-    );
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM job_attempts WHERE outcome = 'succeeded'")
-            .await,
-        1
-    );
+    assert_eq!(job_ledger_entries(&app).await, 1);
+    assert_eq!(succeeded_attempts(&app).await, 1);
     app.stop().await;
 }
 
@@ -420,11 +404,7 @@ async fn jobs_submitted_while_the_broker_is_unreachable_are_published_later() {
             .await,
         0
     );
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        1
-    );
+    assert_eq!(job_ledger_entries(&app).await, 1);
     // Ready again once intake's own broker connection is back: its reconnect backs off, and
     // the job may have been published by another service's relay (the outbox is shared), so
     // the job's completion does not imply it.
@@ -447,11 +427,7 @@ async fn jobs_submitted_while_the_broker_is_unreachable_are_published_later() {
     proxy.up();
     app.wait_for_status(job["id"].as_str().expect("id"), &["succeeded"], WAIT)
         .await;
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        2
-    );
+    assert_eq!(job_ledger_entries(&app).await, 2);
     app.stop().await;
 }
 
@@ -569,16 +545,8 @@ async fn commands_published_together_share_one_message_and_each_job_is_billed_on
             .then_some(())
     })
     .await;
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        5
-    );
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM job_attempts WHERE outcome = 'succeeded'")
-            .await,
-        5
-    );
+    assert_eq!(job_ledger_entries(&app).await, 5);
+    assert_eq!(succeeded_attempts(&app).await, 5);
     app.stop().await;
 }
 
@@ -886,11 +854,7 @@ async fn graceful_worker_stop_finishes_and_acks_in_flight_jobs() {
     app.stop_worker().await;
     // stop() returned only after the in-flight job was committed and acked.
     assert_eq!(app.get_job(&id).await["status"], "succeeded");
-    assert_eq!(
-        app.count("SELECT count(*) AS n FROM ledger_entries WHERE source_kind = 'job'")
-            .await,
-        1
-    );
+    assert_eq!(job_ledger_entries(&app).await, 1);
     app.stop().await;
 }
 

@@ -4,9 +4,9 @@
 //! enqueue and a settlement go through the queue's Raft log, plus a publisher confirm, a
 //! delivery and an ack on the wire. The outbox relay therefore packs the job commands it
 //! claims together, at most its `commands_per_message` setting per message, and the worker
-//! unpacks them. Only destinations whose
-//! consumer understands batches get them ([`crate::Topology::accepts_batches`]); every other
-//! row is published as one message of its own.
+//! unpacks them. Only destinations whose consumer understands batches get them
+//! ([`crate::Topology::accepts_batches`]); every other row is published as one message of
+//! its own.
 //!
 //! Wire format: content type [`BATCH_CONTENT_TYPE`], body a JSON array of envelopes, each
 //! exactly the bytes of the outbox row (so a batch is the concatenation of its rows, never a

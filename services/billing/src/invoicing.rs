@@ -346,7 +346,9 @@ pub async fn void(
         let Some(invoice) = invoices::find(conn, tenant_id, invoice_id, true).await? else {
             return Err(BillingError::InvoiceNotFound);
         };
-        if tollgate_storage::payments::has_payment_in_flight(conn, invoice.id).await? {
+        // Only a voidable invoice gets this answer; a paid or draft one is refused below.
+        let voidable = matches!(invoice.status.as_str(), "finalized" | "uncollectible");
+        if voidable && tollgate_storage::payments::has_payment_in_flight(conn, invoice.id).await? {
             return Err(BillingError::PaymentInFlight);
         }
         invoices::void(conn, tenant_id, invoice_id, &reason)

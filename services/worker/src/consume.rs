@@ -1,7 +1,8 @@
 //! The consumer: takes execute messages (one job command each, or a batch of them packed by
 //! the outbox relay) with manual acks and a bounded prefetch, runs each attempt (at most
-//! `prefetch` at once), commits its outcome, and only then acks. Retries go to the delay queue for the
-//! attempt (TTL + dead-letter back to the execute queue), never by sleeping on a message.
+//! `prefetch` at once), commits its outcome, and only then acks. Retries go to the delay
+//! queue for the attempt (TTL + dead-letter back to the execute queue), never by sleeping on
+//! a message.
 //!
 //! Exactly-once billing rests on two walls: the job's state guard (a terminal job is never
 //! completed again) and the ledger's unique idempotency key `job:<job id>`. A message can be
