@@ -72,7 +72,20 @@ async fn plan(
     features: &[&str],
     quotas: &[QuotaSpec<'_>],
 ) -> Uuid {
+    plan_with_rate(app, code, version, features, quotas, None).await
+}
+
+/// [`plan`] with a `requests_per_minute` limit (`None`: unlimited).
+async fn plan_with_rate(
+    app: &TestApp,
+    code: &str,
+    version: i32,
+    features: &[&str],
+    quotas: &[QuotaSpec<'_>],
+    requests_per_minute: Option<i32>,
+) -> Uuid {
     let tenant = app.tenant.as_uuid();
+    let rpm = requests_per_minute.map_or("NULL".to_owned(), |n| n.to_string());
     app.execute(&format!(
         "INSERT INTO plans (tenant_id, code, current_version) VALUES ('{tenant}', '{code}', {version}) \
          ON CONFLICT (tenant_id, code) DO UPDATE SET current_version = excluded.current_version"
@@ -87,9 +100,9 @@ async fn plan(
         .join(",");
     app.execute(&format!(
         "INSERT INTO plan_versions (id, tenant_id, plan_code, version, name, billing_interval, \
-             currency, base_fee_minor, features, definition) \
+             currency, base_fee_minor, features, definition, requests_per_minute) \
          VALUES ('{id}', '{tenant}', '{code}', {version}, '{code}', 'month', 'USD', 1000, \
-             ARRAY[{features}]::text[], '{{}}'::jsonb)"
+             ARRAY[{features}]::text[], '{{}}'::jsonb, {rpm})"
     ))
     .await
     .expect("plan version");
@@ -308,6 +321,55 @@ async fn jobs_need_a_live_subscription_and_the_plans_features() {
     );
     assert_eq!(body["error"]["details"]["feature"], "hd");
     assert_eq!(app.count("SELECT count(*) AS n FROM jobs").await, 1);
+    app.stop().await;
+}
+
+#[tokio::test]
+async fn job_submissions_past_the_plans_rate_get_429_with_retry_after() {
+    let app = app().await;
+    account(&app, "acme").await;
+    let starter = plan_with_rate(&app, "starter", 1, &[], &[], Some(2)).await;
+    subscribe(&app, "acme", starter, "active").await;
+    enforce(&app).await;
+
+    let job = |n: i32| json!({ "type": "render", "input": { "n": n }, "workspace": "acme-ws" });
+    // The first submission once intake has read the subscription (402 until then, which
+    // takes nothing from the bucket), then the second: the plan allows two a minute.
+    poll("acme's subscription", SETTLE, async || {
+        let (status, body) = app.submit(&job(1), Some("rate-1")).await;
+        match status {
+            202 => Some(body),
+            402 => None,
+            other => panic!("unexpected {other}: {body}"),
+        }
+    })
+    .await;
+    let (status, body) = app.submit(&job(2), None).await;
+    assert_eq!(status, 202, "{body}");
+
+    // The third within the minute: 429 through the gateway, with the wait, nothing written.
+    let res = app
+        .http
+        .post(format!("{}/v1/jobs", app.gateway_url))
+        .bearer_auth(&app.api_key)
+        .json(&job(3))
+        .send()
+        .await
+        .expect("submit");
+    assert_eq!(res.status().as_u16(), 429);
+    let retry_after: u64 = res
+        .headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in whole seconds");
+    assert!((1..=30).contains(&retry_after), "{retry_after}");
+    let body: serde_json::Value = res.json().await.expect("error body");
+    assert_eq!(code(&body), "PLAN_RATE_LIMITED", "{body}");
+    assert_eq!(body["error"]["details"]["limit"], 2, "{body}");
+    assert_eq!(body["error"]["details"]["plan"], "starter v1", "{body}");
+    assert_eq!(app.count("SELECT count(*) AS n FROM jobs").await, 2);
+    assert_eq!(app.count("SELECT count(*) AS n FROM outbox").await, 2);
     app.stop().await;
 }
 

@@ -95,6 +95,9 @@ pub struct PlanEntitlementsRow {
     pub version: i32,
     pub features: Vec<String>,
     pub quotas: Vec<QuotaRow>,
+    /// The plan's `requests_per_minute` limit (job submissions per minute per
+    /// subscription), if it has one.
+    pub requests_per_minute: Option<i32>,
 }
 
 /// A quota counter: the weighted units of the subscription's ledger entries matching
@@ -223,13 +226,16 @@ pub async fn plan_entitlements(
     if ids.is_empty() {
         return Ok(Vec::new());
     }
-    let versions: Vec<(Uuid, String, i32, Vec<String>)> = plan_versions::table
+    // (id, plan code, version, features, requests per minute)
+    type VersionRow = (Uuid, String, i32, Vec<String>, Option<i32>);
+    let versions: Vec<VersionRow> = plan_versions::table
         .filter(plan_versions::id.eq_any(ids))
         .select((
             plan_versions::id,
             plan_versions::plan_code,
             plan_versions::version,
             plan_versions::features,
+            plan_versions::requests_per_minute,
         ))
         .load(conn)
         .await?;
@@ -247,17 +253,20 @@ pub async fn plan_entitlements(
         .await?;
     Ok(versions
         .into_iter()
-        .map(|(id, plan_code, version, features)| PlanEntitlementsRow {
-            plan_version_id: id,
-            plan_code,
-            version,
-            features,
-            quotas: quotas
-                .iter()
-                .filter(|q| q.plan_version_id == id)
-                .cloned()
-                .collect(),
-        })
+        .map(
+            |(id, plan_code, version, features, requests_per_minute)| PlanEntitlementsRow {
+                plan_version_id: id,
+                plan_code,
+                version,
+                features,
+                requests_per_minute,
+                quotas: quotas
+                    .iter()
+                    .filter(|q| q.plan_version_id == id)
+                    .cloned()
+                    .collect(),
+            },
+        )
         .collect())
 }
 

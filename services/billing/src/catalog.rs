@@ -65,8 +65,11 @@ pub struct PlanDefinition {
     pub trial_days: u32,
     #[serde(default)]
     pub features: Vec<String>,
+    /// Jobs running at once per subscription. Stored; not enforced yet.
     #[serde(default)]
     pub concurrency: Option<u32>,
+    /// Job submissions per minute per subscription, enforced by job-intake's entitlement gate
+    /// (429 `PLAN_RATE_LIMITED`) for tenants that enforce billing.
     #[serde(default)]
     pub requests_per_minute: Option<u32>,
     #[serde(default)]

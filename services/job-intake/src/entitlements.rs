@@ -17,7 +17,12 @@
 //!    `SUBSCRIPTION_REQUIRED` (the write would refuse an unknown name anyway).
 //! 3. The plan in force is the subscription's plan version, or during a downgrade's grace
 //!    (before `grace_until`) the previous version (`grace_plan_version_id`). A job type with
-//!    a `required_feature` the plan lacks → 403 `FEATURE_NOT_IN_PLAN`.
+//!    a `required_feature` the plan lacks → 403 `FEATURE_NOT_IN_PLAN`. A job submission past
+//!    the plan's `requests_per_minute` (SPEC "Billing": plan limits include the rate per
+//!    minute) → 429 `PLAN_RATE_LIMITED` with `Retry-After` and `{limit, plan}`: a GCRA
+//!    bucket per subscription whose burst is the whole minute's allowance, kept by each intake
+//!    process (with several replicas the subscription gets up to replicas × the limit, as
+//!    the gateway's per-tenant limit does). Events are not rate-limited by the plan.
 //! 4. Quotas of that plan matching the usage's metric (`job.<type>` for jobs, the event's
 //!    metric code for events; a quota names a code or a prefix pattern `x.*`) are compared
 //!    with their counter. A limit is `quantity × pct / 100` units, rounded down. A job is
@@ -66,8 +71,12 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
+use std::num::NonZeroU32;
+
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota as GovernorQuota, RateLimiter};
 use prometheus::{Gauge, IntCounterVec, Opts, Registry};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -109,6 +118,19 @@ pub enum GateRefusal {
         /// `<plan code> v<version>`.
         plan: String,
     },
+    /// `PLAN_RATE_LIMITED` (429, `Retry-After`): the subscription's job submissions passed
+    /// its plan's `requests_per_minute`.
+    #[error(
+        "plan `{plan}` allows {limit} job submissions per minute; retry in {retry_after_secs} s"
+    )]
+    RateLimited {
+        /// `<plan code> v<version>`.
+        plan: String,
+        /// Job submissions per minute.
+        limit: u32,
+        /// Seconds until the next submission is allowed (at least 1).
+        retry_after_secs: u64,
+    },
     /// `QUOTA_EXCEEDED` (402): the hard limit of a quota is reached.
     #[error("quota `{metric}` exhausted for this period: {usage} of {limit} units used")]
     QuotaExceeded {
@@ -137,6 +159,7 @@ impl GateRefusal {
             Self::SubscriptionRequired => "SUBSCRIPTION_REQUIRED",
             Self::SubscriptionSuspended => "SUBSCRIPTION_SUSPENDED",
             Self::FeatureNotInPlan { .. } => "FEATURE_NOT_IN_PLAN",
+            Self::RateLimited { .. } => "PLAN_RATE_LIMITED",
             Self::QuotaExceeded { .. } => "QUOTA_EXCEEDED",
             Self::Unavailable => "ENTITLEMENTS_UNAVAILABLE",
         }
@@ -152,6 +175,15 @@ impl GateRefusal {
             } => {
                 Some(serde_json::json!({ "job_type": job_type, "feature": feature, "plan": plan }))
             }
+            Self::RateLimited {
+                plan,
+                limit,
+                retry_after_secs,
+            } => Some(serde_json::json!({
+                "plan": plan,
+                "limit": limit,
+                "retry_after_secs": retry_after_secs,
+            })),
             Self::QuotaExceeded {
                 metric,
                 usage,
@@ -176,6 +208,7 @@ impl GateRefusal {
             Self::SubscriptionRequired => "subscription_required",
             Self::SubscriptionSuspended => "subscription_suspended",
             Self::FeatureNotInPlan { .. } => "feature_not_in_plan",
+            Self::RateLimited { .. } => "rate_limited",
             Self::QuotaExceeded { .. } => "quota_exceeded",
             Self::Unavailable => "unavailable",
         }
@@ -248,6 +281,8 @@ pub struct Entitlements {
     /// Woken by billing's `subscription.*` events ([`Entitlements::spawn_event_listener`]):
     /// the refresh task reads the changes at once instead of at its next tick.
     wake: tokio::sync::Notify,
+    /// Job submission buckets per subscription, with the limit they were sized for.
+    rates: Mutex<HashMap<Uuid, (u32, Arc<DefaultDirectRateLimiter>)>>,
 }
 
 impl Entitlements {
@@ -291,6 +326,7 @@ impl Entitlements {
             refreshes,
             refreshed_at,
             wake: tokio::sync::Notify::new(),
+            rates: Mutex::new(HashMap::new()),
         }))
     }
 
@@ -359,6 +395,27 @@ impl Entitlements {
         self.checks.with_label_values(&[kind, outcome]).inc();
     }
 
+    /// Takes one job submission from the subscription's bucket of `per_minute` per minute
+    /// (burst: the whole minute's allowance; a changed limit starts a fresh bucket). Errors
+    /// with the seconds to wait before the next one is allowed (at least 1, for
+    /// `Retry-After`).
+    fn take_submission(&self, subscription: Uuid, per_minute: u32) -> Result<(), u64> {
+        let limiter = {
+            let mut rates = self.rates.lock().unwrap_or_else(PoisonError::into_inner);
+            let entry = rates
+                .entry(subscription)
+                .or_insert_with(|| (per_minute, Arc::new(submission_bucket(per_minute))));
+            if entry.0 != per_minute {
+                *entry = (per_minute, Arc::new(submission_bucket(per_minute)));
+            }
+            entry.1.clone()
+        };
+        limiter.check().map_err(|not_until| {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            wait.as_secs_f64().ceil().max(1.0) as u64
+        })
+    }
+
     /// The decision; the flag says whether the tenant is enforced.
     fn evaluate(
         &self,
@@ -418,6 +475,14 @@ impl Entitlements {
                     plan: format!("{} v{}", plan.code, plan.version),
                 });
             }
+        }
+        if let (Usage::Job { .. }, Some(limit)) = (&usage, plan.requests_per_minute) {
+            self.take_submission(subscription.id, limit)
+                .map_err(|retry_after_secs| GateRefusal::RateLimited {
+                    plan: format!("{} v{}", plan.code, plan.version),
+                    limit,
+                    retry_after_secs,
+                })?;
         }
         if plan.quotas.is_empty() {
             return Ok((Gate::default(), true));
@@ -863,6 +928,14 @@ struct Plan {
     version: i32,
     features: HashSet<String>,
     quotas: Vec<Quota>,
+    /// Job submissions per minute per subscription; `None`: unlimited.
+    requests_per_minute: Option<u32>,
+}
+
+/// A GCRA bucket of `per_minute` per minute whose burst is the whole minute's allowance.
+fn submission_bucket(per_minute: u32) -> DefaultDirectRateLimiter {
+    let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
+    RateLimiter::direct(GovernorQuota::per_minute(n).allow_burst(n))
 }
 
 #[derive(Debug, Clone)]
@@ -971,6 +1044,10 @@ impl Projection {
                     code: row.plan_code,
                     version: row.version,
                     features: row.features.into_iter().collect(),
+                    requests_per_minute: row
+                        .requests_per_minute
+                        .and_then(|n| u32::try_from(n).ok())
+                        .filter(|n| *n > 0),
                     quotas: row
                         .quotas
                         .into_iter()
@@ -1254,6 +1331,7 @@ mod tests {
                 plan_code: "pro".into(),
                 version: 1,
                 features: vec!["hd".into()],
+                requests_per_minute: None,
                 quotas: vec![rows::QuotaRow {
                     plan_version_id: plan,
                     metric: "calls".into(),
@@ -1440,6 +1518,57 @@ mod tests {
     }
 
     #[test]
+    fn job_submissions_past_the_plans_rate_are_refused_with_the_wait_and_events_are_not() {
+        let w = world();
+        let plan = Uuid::now_v7();
+        let mut projection = write(&w.gate.projection);
+        projection.plans.insert(
+            plan,
+            Plan {
+                code: "starter".into(),
+                version: 2,
+                features: HashSet::new(),
+                requests_per_minute: Some(2),
+                quotas: vec![],
+            },
+        );
+        if let Some(s) = projection.subscriptions.get_mut(&w.account) {
+            s.plan = plan;
+        }
+        drop(projection);
+        let submit = || w.gate.check_job(w.tenant, Some(w.account), "render", None);
+        assert!(submit().is_ok());
+        assert!(submit().is_ok());
+        match submit().err() {
+            Some(GateRefusal::RateLimited {
+                plan,
+                limit: 2,
+                retry_after_secs,
+            }) => {
+                assert_eq!(plan, "starter v2");
+                // One submission comes back every 30 s.
+                assert!((1..=30).contains(&retry_after_secs), "{retry_after_secs}");
+            }
+            other => panic!("expected PLAN_RATE_LIMITED, got {other:?}"),
+        }
+        // Events are metered by quotas, not by the plan's submission rate.
+        let subject = Subject::Workspace("ws".parse().expect("name"));
+        for _ in 0..5 {
+            assert!(w
+                .gate
+                .check_event(w.tenant, &subject, "calls", 0, Utc::now())
+                .is_ok());
+        }
+        // A raised limit starts a fresh bucket.
+        write(&w.gate.projection)
+            .plans
+            .get_mut(&plan)
+            .expect("plan")
+            .requests_per_minute = Some(3);
+        assert!(submit().is_ok());
+    }
+
+    #[test]
     fn a_job_is_refused_once_its_quota_is_used_up() {
         let w = world();
         let plan = Uuid::now_v7();
@@ -1450,6 +1579,7 @@ mod tests {
                 code: "jobs".into(),
                 version: 1,
                 features: HashSet::new(),
+                requests_per_minute: None,
                 quotas: vec![Quota {
                     metric: "job.*".into(),
                     quantity: 2,

@@ -56,7 +56,8 @@ pub enum ApiError {
     Account(AccountError),
     /// Refused by the entitlement gate (issue 4, "Entitlements at intake"):
     /// BILLING_ENTITY_REQUIRED 422, SUBSCRIPTION_REQUIRED 402, SUBSCRIPTION_SUSPENDED 402,
-    /// FEATURE_NOT_IN_PLAN 403, QUOTA_EXCEEDED 402 (details `{metric, usage, requested,
+    /// FEATURE_NOT_IN_PLAN 403, PLAN_RATE_LIMITED 429 (with `Retry-After`; details `{plan,
+    /// limit, retry_after_secs}`), QUOTA_EXCEEDED 402 (details `{metric, usage, requested,
     /// limit, period_end}`), ENTITLEMENTS_UNAVAILABLE 503 (with `Retry-After: 1`).
     #[error("{0}")]
     Entitlement(GateRefusal),
@@ -176,10 +177,20 @@ impl ResponseError for ApiError {
         }
         let mut response =
             error_response(self.status_code(), self.code(), &self.to_string(), details);
-        if matches!(self, Self::Entitlement(GateRefusal::Unavailable)) {
-            response
-                .headers_mut()
-                .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+        match self {
+            Self::Entitlement(GateRefusal::Unavailable) => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from_static("1"));
+            }
+            Self::Entitlement(GateRefusal::RateLimited {
+                retry_after_secs, ..
+            }) => {
+                response
+                    .headers_mut()
+                    .insert(RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
         }
         response
     }
@@ -195,6 +206,7 @@ pub fn refusal_status(refusal: &GateRefusal) -> StatusCode {
         | GateRefusal::SubscriptionSuspended
         | GateRefusal::QuotaExceeded { .. } => StatusCode::PAYMENT_REQUIRED,
         GateRefusal::FeatureNotInPlan { .. } => StatusCode::FORBIDDEN,
+        GateRefusal::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         GateRefusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
