@@ -20,7 +20,6 @@ use tollgate_storage::models::{ApiKeyRow, JobTypeRow};
 use tollgate_storage::{tenants, PgPool};
 use wiremock::MockServer;
 
-/// PostgreSQL server URL without a database (`TEST_PG_URL`, default the local server as `postgres`).
 /// Polls `check` every 50 ms until it returns `Some`, panicking with `what` after `timeout`.
 pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
 where
@@ -37,6 +36,17 @@ where
     }
 }
 
+/// The `Retry-After` header of a response, whole seconds (panics when missing or not a
+/// number of seconds).
+pub fn retry_after_secs(res: &reqwest::Response) -> u64 {
+    res.headers()
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in whole seconds")
+}
+
+/// PostgreSQL server URL without a database (`TEST_PG_URL`, default the local server as `postgres`).
 pub fn pg_server_url() -> String {
     std::env::var("TEST_PG_URL").unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_owned())
 }

@@ -357,12 +357,7 @@ async fn job_submissions_past_the_plans_rate_get_429_with_retry_after() {
         .await
         .expect("submit");
     assert_eq!(res.status().as_u16(), 429);
-    let retry_after: u64 = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .expect("Retry-After in whole seconds");
+    let retry_after = tollgate_e2e::retry_after_secs(&res);
     assert!((1..=30).contains(&retry_after), "{retry_after}");
     let body: serde_json::Value = res.json().await.expect("error body");
     assert_eq!(code(&body), "PLAN_RATE_LIMITED", "{body}");

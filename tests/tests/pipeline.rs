@@ -611,12 +611,7 @@ async fn rate_limit_answers_429_with_retry_after() {
         .await
         .expect("send");
     assert_eq!(res.status().as_u16(), 429);
-    let retry_after: u64 = res
-        .headers()
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .expect("Retry-After header");
+    let retry_after = tollgate_e2e::retry_after_secs(&res);
     assert!((1..=60).contains(&retry_after), "{retry_after}");
     let body: serde_json::Value = res.json().await.expect("json");
     assert_eq!(body["error"]["code"], "RATE_LIMITED");

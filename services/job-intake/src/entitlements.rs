@@ -1517,13 +1517,23 @@ mod tests {
         assert!(!projection.subscriptions.contains_key(&w.account));
     }
 
+    /// Adds `plan` to the projection as a new version and moves `account`'s subscription to
+    /// it; returns the version's id.
+    fn use_plan(projection: &mut Projection, account: Uuid, plan: Plan) -> Uuid {
+        let id = Uuid::now_v7();
+        projection.plans.insert(id, plan);
+        if let Some(s) = projection.subscriptions.get_mut(&account) {
+            s.plan = id;
+        }
+        id
+    }
+
     #[test]
     fn job_submissions_past_the_plans_rate_are_refused_with_the_wait_and_events_are_not() {
         let w = world();
-        let plan = Uuid::now_v7();
-        let mut projection = write(&w.gate.projection);
-        projection.plans.insert(
-            plan,
+        let plan = use_plan(
+            &mut write(&w.gate.projection),
+            w.account,
             Plan {
                 code: "starter".into(),
                 version: 2,
@@ -1532,10 +1542,6 @@ mod tests {
                 quotas: vec![],
             },
         );
-        if let Some(s) = projection.subscriptions.get_mut(&w.account) {
-            s.plan = plan;
-        }
-        drop(projection);
         let submit = || w.gate.check_job(w.tenant, Some(w.account), "render", None);
         assert!(submit().is_ok());
         assert!(submit().is_ok());
@@ -1571,10 +1577,10 @@ mod tests {
     #[test]
     fn a_job_is_refused_once_its_quota_is_used_up() {
         let w = world();
-        let plan = Uuid::now_v7();
         let mut projection = write(&w.gate.projection);
-        projection.plans.insert(
-            plan,
+        use_plan(
+            &mut projection,
+            w.account,
             Plan {
                 code: "jobs".into(),
                 version: 1,
@@ -1588,9 +1594,6 @@ mod tests {
                 }],
             },
         );
-        if let Some(s) = projection.subscriptions.get_mut(&w.account) {
-            s.plan = plan;
-        }
         let counter = |used| Counter {
             period_start: w.period_start,
             used,
