@@ -6,13 +6,11 @@
 //! gateway replica, sized from the tenant's `rate_limit_per_minute`.
 
 use std::collections::HashMap;
-use std::num::NonZeroU32;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use tollgate_domain::{api_key, TenantId};
+use tollgate_runtime::rate::PerMinuteLimits;
 use tollgate_storage::{tenants, PgPool};
 
 use crate::error::GatewayError;
@@ -92,7 +90,7 @@ fn hex_hash(key: &str) -> String {
 /// Per-tenant request rate limits.
 #[derive(Default)]
 pub struct RateLimits {
-    limiters: Mutex<HashMap<TenantId, (u32, Arc<DefaultDirectRateLimiter>)>>,
+    limits: PerMinuteLimits<TenantId>,
 }
 
 impl RateLimits {
@@ -100,30 +98,11 @@ impl RateLimits {
     /// is allowed (whole seconds, at least 1, for `Retry-After`).
     pub fn check(&self, principal: &Principal) -> Result<(), GatewayError> {
         let limit = principal.rate_limit_per_minute;
-        let limiter = {
-            let Ok(mut limiters) = self.limiters.lock() else {
-                return Ok(());
-            };
-            let entry = limiters
-                .entry(principal.tenant)
-                .or_insert_with(|| (limit, Arc::new(new_limiter(limit))));
-            if entry.0 != limit {
-                *entry = (limit, Arc::new(new_limiter(limit)));
-            }
-            entry.1.clone()
-        };
-        limiter.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            GatewayError::RateLimited {
+        self.limits
+            .take(principal.tenant, limit)
+            .map_err(|retry_after_secs| GatewayError::RateLimited {
                 limit,
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }
-        })
+                retry_after_secs,
+            })
     }
-}
-
-/// A bucket of `per_minute` requests per minute whose burst is the whole minute's allowance.
-fn new_limiter(per_minute: u32) -> DefaultDirectRateLimiter {
-    let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(Quota::per_minute(n).allow_burst(n))
 }

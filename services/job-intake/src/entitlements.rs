@@ -21,8 +21,9 @@
 //!    the plan's `requests_per_minute` (SPEC "Billing": plan limits include the rate per
 //!    minute) → 429 `PLAN_RATE_LIMITED` with `Retry-After` and `{limit, plan}`: a GCRA
 //!    bucket per subscription whose burst is the whole minute's allowance, kept by each intake
-//!    process (with several replicas the subscription gets up to replicas × the limit, as
-//!    the gateway's per-tenant limit does). Events are not rate-limited by the plan.
+//!    process ([`tollgate_runtime::rate`], which the gateway's per-tenant limit uses too: with
+//!    several replicas the subscription gets up to replicas × the limit). Events are not
+//!    rate-limited by the plan.
 //! 4. Quotas of that plan matching the usage's metric (`job.<type>` for jobs, the event's
 //!    metric code for events; a quota names a code or a prefix pattern `x.*`) are compared
 //!    with their counter. A limit is `quantity × pct / 100` units, rounded down. A job is
@@ -71,17 +72,14 @@ use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::{Duration, Instant};
 
-use std::num::NonZeroU32;
-
 use chrono::{DateTime, Utc};
 use diesel_async::AsyncPgConnection;
-use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota as GovernorQuota, RateLimiter};
 use prometheus::{Gauge, IntCounterVec, Opts, Registry};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tollgate_domain::usage::Subject;
 use tollgate_messaging::Broker;
+use tollgate_runtime::rate::PerMinuteLimits;
 use tollgate_storage::entitlements::{
     self as rows, AccountNameRow, PlanEntitlementsRow, QuotaCounterRow, SubscriptionGateRow,
     WorkspaceNameRow,
@@ -281,8 +279,8 @@ pub struct Entitlements {
     /// Woken by billing's `subscription.*` events ([`Entitlements::spawn_event_listener`]):
     /// the refresh task reads the changes at once instead of at its next tick.
     wake: tokio::sync::Notify,
-    /// Job submission buckets per subscription, with the limit they were sized for.
-    rates: Mutex<HashMap<Uuid, (u32, Arc<DefaultDirectRateLimiter>)>>,
+    /// Job submission buckets per subscription.
+    rates: PerMinuteLimits<Uuid>,
 }
 
 impl Entitlements {
@@ -326,7 +324,7 @@ impl Entitlements {
             refreshes,
             refreshed_at,
             wake: tokio::sync::Notify::new(),
-            rates: Mutex::new(HashMap::new()),
+            rates: PerMinuteLimits::default(),
         }))
     }
 
@@ -395,27 +393,6 @@ impl Entitlements {
         self.checks.with_label_values(&[kind, outcome]).inc();
     }
 
-    /// Takes one job submission from the subscription's bucket of `per_minute` per minute
-    /// (burst: the whole minute's allowance; a changed limit starts a fresh bucket). Errors
-    /// with the seconds to wait before the next one is allowed (at least 1, for
-    /// `Retry-After`).
-    fn take_submission(&self, subscription: Uuid, per_minute: u32) -> Result<(), u64> {
-        let limiter = {
-            let mut rates = self.rates.lock().unwrap_or_else(PoisonError::into_inner);
-            let entry = rates
-                .entry(subscription)
-                .or_insert_with(|| (per_minute, Arc::new(submission_bucket(per_minute))));
-            if entry.0 != per_minute {
-                *entry = (per_minute, Arc::new(submission_bucket(per_minute)));
-            }
-            entry.1.clone()
-        };
-        limiter.check().map_err(|not_until| {
-            let wait = not_until.wait_time_from(DefaultClock::default().now());
-            wait.as_secs_f64().ceil().max(1.0) as u64
-        })
-    }
-
     /// The decision; the flag says whether the tenant is enforced.
     fn evaluate(
         &self,
@@ -477,7 +454,8 @@ impl Entitlements {
             }
         }
         if let (Usage::Job { .. }, Some(limit)) = (&usage, plan.requests_per_minute) {
-            self.take_submission(subscription.id, limit)
+            self.rates
+                .take(subscription.id, limit)
                 .map_err(|retry_after_secs| GateRefusal::RateLimited {
                     plan: format!("{} v{}", plan.code, plan.version),
                     limit,
@@ -930,12 +908,6 @@ struct Plan {
     quotas: Vec<Quota>,
     /// Job submissions per minute per subscription; `None`: unlimited.
     requests_per_minute: Option<u32>,
-}
-
-/// A GCRA bucket of `per_minute` per minute whose burst is the whole minute's allowance.
-fn submission_bucket(per_minute: u32) -> DefaultDirectRateLimiter {
-    let n = NonZeroU32::new(per_minute).unwrap_or(NonZeroU32::MIN);
-    RateLimiter::direct(GovernorQuota::per_minute(n).allow_burst(n))
 }
 
 #[derive(Debug, Clone)]
