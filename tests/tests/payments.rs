@@ -1217,6 +1217,40 @@ async fn sent_and_pending(app: &TestApp, stripe: &StripeFake, invoice_uuid: Uuid
     .await;
 }
 
+/// A customer with a card whose first invoice's payment was sent to Stripe once and is
+/// still pending: `fault` is set on the fake before the invoice is finalized (e.g. a lost
+/// answer, a refused post).
+struct FirstPaymentInFlight {
+    stripe: StripeFake,
+    app: TestApp,
+    /// The PSP customer (`cus_…`).
+    cus: String,
+    /// The invoice's public id and its uuid.
+    invoice: String,
+    invoice_uuid: Uuid,
+    /// The invoice total, minor units.
+    total: i64,
+}
+
+async fn first_payment_in_flight(fault: impl FnOnce(&StripeFake)) -> FirstPaymentInFlight {
+    let stripe = StripeFake::start().await;
+    let app = spawn(&stripe).await;
+    let s = start_instant();
+    let customer = setup(&app, s).await;
+    let cus = link_card(&app, &stripe, &customer).await;
+    fault(&stripe);
+    let (invoice, invoice_uuid, total) = finalize(&app, s).await;
+    sent_and_pending(&app, &stripe, invoice_uuid).await;
+    FirstPaymentInFlight {
+        stripe,
+        app,
+        cus,
+        invoice,
+        invoice_uuid,
+        total,
+    }
+}
+
 /// Stripe keeps an idempotency key for 24 hours at least, not forever. Attempt 1 is carried
 /// out by Stripe (the card is charged) but answered 500, and Stripe repeats that answer for
 /// the key; a day later Stripe has forgotten the key. The collector must not send the payment
@@ -1224,14 +1258,14 @@ async fn sent_and_pending(app: &TestApp, stripe: &StripeFake, invoice_uuid: Uuid
 /// created, and that decides the payment.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_whose_answer_was_lost_is_not_charged_again_after_stripe_forgets_the_key() {
-    let stripe = StripeFake::start().await;
-    let app = spawn(&stripe).await;
-    let s = start_instant();
-    let customer = setup(&app, s).await;
-    let cus = link_card(&app, &stripe, &customer).await;
-    stripe.lose_next_answers(1);
-    let (invoice, invoice_uuid, total) = finalize(&app, s).await;
-    sent_and_pending(&app, &stripe, invoice_uuid).await;
+    let FirstPaymentInFlight {
+        stripe,
+        app,
+        cus,
+        invoice,
+        invoice_uuid,
+        total,
+    } = first_payment_in_flight(|stripe| stripe.lose_next_answers(1)).await;
     let intents = stripe.intents();
     assert_eq!(intents.len(), 1, "{intents:?}");
     let charged = intents[0]["id"].as_str().expect("pi").to_owned();
@@ -1272,14 +1306,13 @@ async fn a_payment_whose_answer_was_lost_is_not_charged_again_after_stripe_forge
 /// under a new idempotency key (so a forgotten key cannot matter) and charged once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_payment_that_never_reached_stripe_is_sent_with_a_new_key_after_the_window() {
-    let stripe = StripeFake::start().await;
-    let app = spawn(&stripe).await;
-    let s = start_instant();
-    let customer = setup(&app, s).await;
-    link_card(&app, &stripe, &customer).await;
-    stripe.refuse_next_posts(1);
-    let (invoice, invoice_uuid, _) = finalize(&app, s).await;
-    sent_and_pending(&app, &stripe, invoice_uuid).await;
+    let FirstPaymentInFlight {
+        stripe,
+        app,
+        invoice,
+        invoice_uuid,
+        ..
+    } = first_payment_in_flight(|stripe| stripe.refuse_next_posts(1)).await;
     assert!(stripe.intents().is_empty(), "nothing was created");
     let old_key = format!("tollgate-inv-{invoice_uuid}-attempt-1");
 
@@ -1314,15 +1347,14 @@ async fn a_payment_that_never_reached_stripe_is_sent_with_a_new_key_after_the_wi
 /// invoice ends paid and the void is refused for that reason instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_invoice_cannot_be_voided_while_its_payment_is_in_flight() {
-    let stripe = StripeFake::start().await;
-    let app = spawn(&stripe).await;
-    let s = start_instant();
-    let customer = setup(&app, s).await;
-    link_card(&app, &stripe, &customer).await;
     // Stripe charges the card but its answer is lost: the payment stays pending, in flight.
-    stripe.lose_next_answers(1);
-    let (invoice, invoice_uuid, _) = finalize(&app, s).await;
-    sent_and_pending(&app, &stripe, invoice_uuid).await;
+    let FirstPaymentInFlight {
+        stripe,
+        app,
+        invoice,
+        invoice_uuid,
+        ..
+    } = first_payment_in_flight(|stripe| stripe.lose_next_answers(1)).await;
 
     let void = |reason: &'static str| {
         let app = &app;
