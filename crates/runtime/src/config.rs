@@ -64,9 +64,19 @@ pub struct GroupCommitConfig {
     pub writers: usize,
     /// Most items per statement or transaction.
     pub max_batch: usize,
+    /// How long a writer with fewer than `max_batch` items waits for more after the first,
+    /// milliseconds; 0 (the default) writes what is waiting at once. Every item of the batch
+    /// waits up to this long, so it suits writes no client is waiting on.
+    #[serde(default)]
+    pub linger_ms: u64,
 }
 
 impl GroupCommitConfig {
+    /// `linger_ms` as a duration.
+    pub fn linger(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.linger_ms)
+    }
+
     /// Both values must be at least 1; errors name `group_commit.writers` / `.max_batch`.
     pub fn validate(&self) -> Result<(), ConfigError> {
         require(

@@ -36,6 +36,11 @@ pub struct RelayConfig {
     /// are packed. A worker holds up to its prefetch × this many commands unacknowledged.
     #[serde(default = "default_commands_per_message")]
     pub commands_per_message: usize,
+    /// How long the relay waits after a wake-up before it claims, milliseconds, so that the
+    /// commits of that time share its transaction and their commands share messages; 0 (the
+    /// default) claims at once. Every row waits up to this long more before it is published.
+    #[serde(default)]
+    pub linger_ms: u64,
 }
 
 fn default_commands_per_message() -> usize {
@@ -44,13 +49,14 @@ fn default_commands_per_message() -> usize {
 
 impl Default for RelayConfig {
     /// 500 rows per batch, a 250 ms poll, published rows kept one day, up to 16 job
-    /// commands per message.
+    /// commands per message, no linger.
     fn default() -> Self {
         Self {
             batch_size: 500,
             poll_interval_ms: 250,
             purge_after_secs: 86_400,
             commands_per_message: default_commands_per_message(),
+            linger_ms: 0,
         }
     }
 }
@@ -102,6 +108,12 @@ impl Relay {
             }
             if !self.broker.is_ready() {
                 continue;
+            }
+            if self.config.linger_ms > 0 {
+                tokio::select! {
+                    _ = cancel.cancelled() => return,
+                    _ = tokio::time::sleep(Duration::from_millis(self.config.linger_ms)) => {}
+                }
             }
             loop {
                 match self.relay_batch().await {

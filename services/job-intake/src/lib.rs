@@ -116,12 +116,14 @@ pub async fn start(
         JobInserter,
         config.group_commit.writers,
         config.group_commit.max_batch,
+        config.group_commit.linger(),
     );
     let event_writes = GroupCommit::start(
         pool.clone(),
         tollgate_storage::events::EventInserter,
         config.events.writers,
         config.events.max_group,
+        Duration::ZERO,
     );
     let events_ingested = IntCounterVec::new(
         Opts::new(

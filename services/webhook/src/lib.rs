@@ -184,6 +184,7 @@ pub async fn start(
             inbound::PspEventWriter,
             config.inbound.writers,
             config.inbound.max_batch,
+            Duration::ZERO,
         ),
         max_body_bytes: config.max_body_bytes,
         events_exchange,

@@ -60,7 +60,9 @@ pub struct Consumer {
     pub finishes: GroupCommit<AttemptFinisher>,
     pub retry: RetryConfig,
     pub prefetch: u16,
-    /// Jobs executed at once (`prefetch` permits): a batch message carries several.
+    /// Executor calls at once (`prefetch` permits): a batch message carries several
+    /// commands, and only the executor call holds a permit, not the waits for the start and
+    /// the completion to commit.
     pub in_flight: tokio::sync::Semaphore,
     pub metrics: WorkerMetrics,
     /// Tenants whose webhook endpoints want job events.
@@ -212,14 +214,10 @@ impl Consumer {
         }
     }
 
-    /// Runs one command once a slot of the worker's concurrency is free; false when it
-    /// failed on our side (database, broker) and the message must be requeued.
+    /// Runs one command; false when it failed on our side (database, broker) and the message
+    /// must be requeued.
     async fn run_command(&self, envelope: Envelope<JobCommand>) -> bool {
         let JobCommand::ExecuteV1 { job_id, attempt } = envelope.data;
-        // The semaphore is never closed; a closed one would mean "retry later".
-        let Ok(_slot) = self.in_flight.acquire().await else {
-            return false;
-        };
         let span =
             tracing::info_span!("job", job_id = %job_id, tenant_id = %envelope.tenant, attempt);
         match self
@@ -260,6 +258,14 @@ impl Consumer {
         let (outcome, weight) = match &job_type {
             Some(t) => {
                 let timeout = Duration::from_millis(u64::try_from(t.timeout_ms).unwrap_or(30_000));
+                // A slot of the worker's concurrency for the executor call only: commands
+                // waiting for their start or completion to commit hold none. The semaphore is
+                // never closed; a closed one would mean "retry later".
+                let _slot = self
+                    .in_flight
+                    .acquire()
+                    .await
+                    .map_err(|_| ProcessError::Stopping)?;
                 let outcome = execute_http(
                     &self.http,
                     &t.endpoint,
@@ -575,6 +581,8 @@ enum ProcessError {
     Messaging(#[from] tollgate_messaging::MessagingError),
     #[error("encoding failed: {0}")]
     Encode(String),
+    #[error("the worker's concurrency limit is closed")]
+    Stopping,
 }
 
 #[cfg(test)]

@@ -121,12 +121,14 @@ pub async fn start(config: WorkerConfig) -> anyhow::Result<RunningWorker> {
             AttemptStarter,
             config.group_commit.writers,
             config.group_commit.max_batch,
+            config.group_commit.linger(),
         ),
         finishes: GroupCommit::start(
             pool.clone(),
             AttemptFinisher,
             config.group_commit.writers,
             config.group_commit.max_batch,
+            config.group_commit.linger(),
         ),
         catalog: tollgate_storage::catalog::Catalog::new(Duration::from_millis(
             config.catalog_cache_ttl_ms,
