@@ -1041,6 +1041,25 @@ async fn portal_refunds_and_psp_reconciliation() {
         "active"
     );
 
+    // A refund without an Idempotency-Key is refused before anything is written or sent: a
+    // retry of it could not be told from a second refund.
+    let res = app
+        .http
+        .post(format!("{}/v1/invoices/{invoice}/refund", app.gateway_url))
+        .bearer_auth(&app.api_key)
+        .json(&json!({ "reason": "goodwill", "amount_minor": 500 }))
+        .send()
+        .await
+        .expect("refund without a key");
+    assert_eq!(res.status().as_u16(), 400);
+    let body: Value = res.json().await.expect("error body");
+    assert_eq!(body["error"]["code"], "IDEMPOTENCY_KEY_REQUIRED", "{body}");
+    assert!(stripe.requests_to("POST", "/v1/refunds").is_empty());
+    assert_eq!(
+        app.count("SELECT count(*) AS n FROM payment_refunds").await,
+        0
+    );
+
     // A partial refund; the same request again (same Idempotency-Key) refunds nothing more.
     let refund = |key: &'static str, amount: Option<i64>| {
         let app = &app;

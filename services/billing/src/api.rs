@@ -14,7 +14,7 @@
 //! | `POST /v1/invoices/{id}/void` | `{reason}` |
 //! | `POST /v1/invoices/{id}/credit_notes` | `{amount_minor, reason}` |
 //! | `POST /v1/billing/runs` | a billing pass for the tenant now |
-//! | `POST /v1/invoices/{id}/refund` | `{amount_minor?, reason}` (+ optional `Idempotency-Key`) → refund through Stripe |
+//! | `POST /v1/invoices/{id}/refund` | `{amount_minor?, reason}` + `Idempotency-Key` (required: 400 IDEMPOTENCY_KEY_REQUIRED without) → refund through Stripe; a repeat returns the first refund |
 //! | `GET /v1/invoices/{id}/payments` | the invoice's payments and dunning case |
 //! | `POST /v1/billing/checkout` | `{account_id \| account, success_url, cancel_url}` → `{url, session_id, customer}` |
 //! | `POST /v1/billing/portal` | `{account_id \| account, return_url}` → `{url, customer}` |
@@ -646,11 +646,9 @@ async fn refund_invoice(
     let key = req
         .headers()
         .get("idempotency-key")
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| BillingError::Invalid("Idempotency-Key must be ASCII".into()))
-        })
-        .transpose()?;
+        .ok_or(BillingError::IdempotencyKeyRequired)?
+        .to_str()
+        .map_err(|_| BillingError::Invalid("Idempotency-Key must be ASCII".into()))?;
     let refund = crate::payments::refund(
         &state.context,
         tenant,

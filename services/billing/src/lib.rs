@@ -82,6 +82,12 @@ pub enum BillingError {
     Unauthenticated,
     #[error("{0}")]
     Invalid(String),
+    /// A request that moves money back to a customer came without an `Idempotency-Key`: a
+    /// retried request could then not be told from a second one (IETF
+    /// draft-ietf-httpapi-idempotency-key-header, "Error Scenarios": 400 when the key is
+    /// required and missing).
+    #[error("this request moves money: send an Idempotency-Key header (1 to 200 characters, the same on every retry)")]
+    IdempotencyKeyRequired,
     #[error(transparent)]
     Catalog(#[from] catalog::CatalogError),
     #[error("unknown plan `{0}`")]
@@ -126,6 +132,7 @@ impl BillingError {
         match self {
             Self::Unauthenticated => "UNAUTHENTICATED",
             Self::Invalid(_) => "INVALID_REQUEST",
+            Self::IdempotencyKeyRequired => "IDEMPOTENCY_KEY_REQUIRED",
             Self::Catalog(catalog::CatalogError::Invalid(_)) => "INVALID_CATALOG",
             Self::Catalog(catalog::CatalogError::Storage(_)) => "SERVICE_UNAVAILABLE",
             Self::UnknownPlan(_) => "UNKNOWN_PLAN",
@@ -155,6 +162,7 @@ impl ResponseError for BillingError {
     fn status_code(&self) -> StatusCode {
         match self {
             Self::Unauthenticated => StatusCode::UNAUTHORIZED,
+            Self::IdempotencyKeyRequired => StatusCode::BAD_REQUEST,
             Self::Invalid(_)
             | Self::Catalog(catalog::CatalogError::Invalid(_))
             | Self::UnknownCoupon(_)

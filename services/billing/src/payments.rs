@@ -973,16 +973,18 @@ pub(crate) async fn record_refunded(
 
 /// Refunds `amount_minor` (default: all that is left) of an invoice's succeeded payment
 /// through Stripe, with a reason (1 to 500 characters). `client_key` (the request's
-/// `Idempotency-Key`) makes a repeated request return the first refund instead of refunding
-/// twice. Errors: not found (404), no succeeded payment or nothing left to refund (409
-/// INVOICE_STATE), a bad amount or reason (422), PSP errors (502/503).
+/// `Idempotency-Key`, required: without one a retried request would refund again) makes a
+/// repeated request return the first refund instead of refunding twice, and names the
+/// refund's Stripe idempotency key (`tollgate-refund-{invoice}-{client_key}`). Errors: not
+/// found (404), no succeeded payment or nothing left to refund (409 INVOICE_STATE), a bad
+/// amount, reason or key (422), PSP errors (502/503).
 pub async fn refund(
     ctx: &BillingContext,
     tenant_id: Uuid,
     invoice_id: Uuid,
     amount_minor: Option<i64>,
     reason: &str,
-    client_key: Option<&str>,
+    client_key: &str,
 ) -> Result<RefundRow, BillingError> {
     let stripe = ctx.payments.stripe()?.clone();
     let reason = reason.trim().to_owned();
@@ -991,14 +993,12 @@ pub async fn refund(
             "reason must be 1 to 500 characters".into(),
         ));
     }
-    if let Some(key) = client_key {
-        if key.is_empty() || key.len() > 200 {
-            return Err(BillingError::Invalid(
-                "Idempotency-Key must be 1 to 200 characters".into(),
-            ));
-        }
+    if client_key.is_empty() || client_key.len() > 200 {
+        return Err(BillingError::Invalid(
+            "Idempotency-Key must be 1 to 200 characters".into(),
+        ));
     }
-    let client_key = client_key.map(str::to_owned);
+    let key = format!("tollgate-refund-{invoice_id}-{client_key}");
     // No connection is held across the PSP call.
     let mut conn = tollgate_storage::pool::get(&ctx.pool).await?;
     let (mut row, payment_intent, fresh) = conn
@@ -1019,19 +1019,12 @@ pub async fn refund(
             let payment = store::find_payment(conn, payment.id, true)
                 .await?
                 .ok_or(BillingError::InvoiceNotFound)?;
-            let id = Uuid::now_v7();
-            let key = match &client_key {
-                Some(k) => format!("tollgate-refund-{}-{k}", invoice.id),
-                None => format!("tollgate-refund-{id}"),
-            };
-            if client_key.is_some() {
-                if let Some(existing) = store::refunds_of(conn, payment.id)
-                    .await?
-                    .into_iter()
-                    .find(|r| r.idempotency_key == key)
-                {
-                    return Ok((existing, payment.psp_payment_id.unwrap_or_default(), false));
-                }
+            if let Some(existing) = store::refunds_of(conn, payment.id)
+                .await?
+                .into_iter()
+                .find(|r| r.idempotency_key == key)
+            {
+                return Ok((existing, payment.psp_payment_id.unwrap_or_default(), false));
             }
             let pending: i64 = store::refunds_of(conn, payment.id)
                 .await?
@@ -1053,7 +1046,7 @@ pub async fn refund(
             }
             let now = Utc::now();
             let row = RefundRow {
-                id,
+                id: Uuid::now_v7(),
                 tenant_id,
                 payment_id: payment.id,
                 amount_minor: amount,
