@@ -8,6 +8,9 @@
 #   - CPU per job of every process (stack_cpu_report);
 #   - CPU per job of the PostgreSQL backends, by the service holding their connection
 #     (pg_stat_activity.client_port matched against `ss -tnp`), measured over the submissions;
+#   - the share of submissions slower than 5, 10 and 25 ms as the gateway and job-intake each
+#     saw them (their `tollgate_http_request_duration_seconds` for POST /v1/jobs), to tell
+#     which hop a slow submission spent its time in;
 #   - with BENCH_STOP_WORKER_ROUNDS=N (fixed rate only): N alternating submit-only runs with the
 #     worker running and stopped (SIGSTOP), to separate the submit path's latency from the
 #     worker's share of the cores.
@@ -38,6 +41,24 @@ loadgen() { # jobs [extra loadgen args…]
             --concurrency 256 "$@"
     fi
 }
+# `histogram_snapshot PORT FILE`: the POST /v1/jobs latency buckets a service has counted.
+histogram_snapshot() {
+    curl -fsS "http://127.0.0.1:$1/metrics" |
+        grep '^tollgate_http_request_duration_seconds_bucket' | grep 'method="POST"' |
+        grep 'route="/v1/jobs"' >"$2" || true
+}
+# `histogram_report NAME BEFORE AFTER`: the share of the requests between the two snapshots
+# slower than 5, 10 and 25 ms.
+histogram_report() {
+    paste -d' ' "$2" "$3" | awk -v name="$1" '
+        { match($1, /le="[^"]+"/); le[NR] = substr($1, RSTART + 4, RLENGTH - 5) + 0
+          n[NR] = $4 - $2 }
+        END { total = n[NR]; if (total <= 0) { printf "     %-12s no requests counted\n", name; exit }
+              printf "     %-12s %d requests:", name, total
+              for (i = 1; i <= NR; i++) if (le[i] == 0.005 || le[i] == 0.01 || le[i] == 0.025)
+                  printf "  over %g ms %.2f %%", le[i] * 1000, 100 * (total - n[i]) / total
+              print "" }'
+}
 # `backend_snapshot FILE`: "<pid> <client port or -1> <CPU ticks> <backend type>" per backend.
 backend_snapshot() {
     psql "$DATABASE_URL" -Atc \
@@ -51,13 +72,19 @@ echo "== machine: $(nproc) cores; warm-up: 2000 jobs flat out"
 "$STACK_BIN/tollgate-loadgen" --gateway-url "$STACK_GATEWAY" --jobs 2000 --concurrency 64 >/dev/null
 sleep 2
 cpu_before=$(mktemp) cpu_after=$(mktemp) pg_before=$(mktemp) pg_after=$(mktemp) ports=$(mktemp)
-trap 'rm -f "$cpu_before" "$cpu_after" "$pg_before" "$pg_after" "$ports"; stack_down' EXIT
+gw_before=$(mktemp) gw_after=$(mktemp) in_before=$(mktemp) in_after=$(mktemp)
+trap 'rm -f "$cpu_before" "$cpu_after" "$pg_before" "$pg_after" "$ports" "$gw_before" \
+    "$gw_after" "$in_before" "$in_after"; stack_down' EXIT
 echo "== $jobs jobs at ${rate} jobs/s"
 stack_cpu_snapshot "$cpu_before"
 backend_snapshot "$pg_before"
+histogram_snapshot "$STACK_GATEWAY_PORT" "$gw_before"
+histogram_snapshot "$STACK_INTAKE_PORT" "$in_before"
 run=profile$$
 loadgen "$jobs" --no-wait --run-id "$run"
 backend_snapshot "$pg_after"
+histogram_snapshot "$STACK_GATEWAY_PORT" "$gw_after"
+histogram_snapshot "$STACK_INTAKE_PORT" "$in_after"
 # Client port → process name of every connection to PostgreSQL, read while they are open.
 ss -tnpH state established '( dport = :5432 )' | awk '{
     n = split($3, local, ":"); port = local[n]
@@ -72,6 +99,9 @@ awk -v jobs="$jobs" -v hz="$(getconf CLK_TCK)" '
     { who = ($2 in name) ? name[$2] : $4; used[who] += $3 - before[$1] }
     END { for (w in used) if (used[w] > 0) printf "     %-18s %6.3f\n", w, used[w] * 1000 / hz / jobs }
 ' "$ports" "$pg_before" "$pg_after" | sort -k2 -nr
+echo "   POST /v1/jobs as each hop timed it, share of the submissions:"
+histogram_report gateway "$gw_before" "$gw_after"
+histogram_report job-intake "$in_before" "$in_after"
 
 rounds=${BENCH_STOP_WORKER_ROUNDS:-0}
 if [ "$rounds" -gt 0 ] && [ "$rate" != max ]; then
