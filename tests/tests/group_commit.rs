@@ -27,11 +27,16 @@ impl BatchWriter for BatchSize {
     }
 }
 
-/// The batch sizes two callers see when the second submits 50 ms after the first.
-async fn sizes_fifty_ms_apart(linger: Duration) -> (usize, usize) {
+/// A one-writer group commit of [`BatchSize`] on a fresh database.
+async fn batch_sizes(max_batch: usize, linger: Duration) -> GroupCommit<BatchSize> {
     let url = tollgate_e2e::fresh_database().await;
     let pool = tollgate_storage::pool::build_pool(&url, 2, Duration::from_secs(5)).expect("pool");
-    let commit = GroupCommit::start(pool, BatchSize, 1, 16, linger);
+    GroupCommit::start(pool, BatchSize, 1, max_batch, linger)
+}
+
+/// The batch sizes two callers see when the second submits 50 ms after the first.
+async fn sizes_fifty_ms_apart(linger: Duration) -> (usize, usize) {
+    let commit = batch_sizes(16, linger).await;
     let first = tokio::spawn({
         let commit = commit.clone();
         async move { commit.submit(()).await.expect("first") }
@@ -53,9 +58,7 @@ async fn a_linger_gathers_items_arriving_within_it_into_one_batch() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_full_batch_does_not_wait_out_the_linger() {
-    let url = tollgate_e2e::fresh_database().await;
-    let pool = tollgate_storage::pool::build_pool(&url, 2, Duration::from_secs(5)).expect("pool");
-    let commit = GroupCommit::start(pool, BatchSize, 1, 2, Duration::from_secs(60));
+    let commit = batch_sizes(2, Duration::from_secs(60)).await;
     let both = tokio::time::timeout(
         Duration::from_secs(10),
         futures_util::future::join(commit.submit(()), commit.submit(())),

@@ -14,11 +14,10 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use diesel_async::AsyncPgConnection;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::{mpsc, oneshot, Mutex};
+use tokio::time::Instant;
 
 use crate::{PgPool, StorageError};
 
@@ -36,11 +35,11 @@ pub trait BatchWriter: Send + Sync + 'static {
 }
 
 /// An item, where its caller waits for the output, and when it was submitted.
-type Request<W> = (
-    <W as BatchWriter>::Item,
-    oneshot::Sender<Result<<W as BatchWriter>::Output, Arc<StorageError>>>,
-    Instant,
-);
+struct Request<W: BatchWriter> {
+    item: W::Item,
+    reply: oneshot::Sender<Result<W::Output, Arc<StorageError>>>,
+    submitted: Instant,
+}
 
 /// A handle to the writer tasks. Cheap to clone; the tasks stop when every handle is dropped.
 pub struct GroupCommit<W: BatchWriter> {
@@ -85,7 +84,11 @@ impl<W: BatchWriter> GroupCommit<W> {
     pub async fn submit(&self, item: W::Item) -> Result<W::Output, Arc<StorageError>> {
         let (reply, answer) = oneshot::channel();
         self.tx
-            .send((item, reply, Instant::now()))
+            .send(Request {
+                item,
+                reply,
+                submitted: Instant::now(),
+            })
             .await
             .map_err(|_| Arc::new(StorageError::Unavailable("group commit stopped".into())))?;
         answer.await.map_err(|_| {
@@ -111,7 +114,7 @@ async fn run_writer<W: BatchWriter>(
             let Some(first) = rx.recv().await else { return };
             // The linger counts from the oldest item's submission: under load it has waited
             // out the statement before, and the batch is written without a further wait.
-            let deadline = first.2 + linger;
+            let deadline = first.submitted + linger;
             batch.push(first);
             while batch.len() < max_batch {
                 match rx.try_recv() {
@@ -129,7 +132,7 @@ async fn run_writer<W: BatchWriter>(
         }
         let (items, replies): (Vec<_>, Vec<_>) = batch
             .into_iter()
-            .map(|(item, reply, _)| (item, reply))
+            .map(|request| (request.item, request.reply))
             .unzip();
         let result = match crate::pool::get(&pool).await {
             Ok(mut conn) => writer.write(&mut conn, items).await,

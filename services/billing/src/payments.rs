@@ -1019,15 +1019,12 @@ pub async fn refund(
             let payment = store::find_payment(conn, payment.id, true)
                 .await?
                 .ok_or(BillingError::InvoiceNotFound)?;
-            if let Some(existing) = store::refunds_of(conn, payment.id)
-                .await?
-                .into_iter()
-                .find(|r| r.idempotency_key == key)
-            {
+            let mut refunds = store::refunds_of(conn, payment.id).await?;
+            if let Some(at) = refunds.iter().position(|r| r.idempotency_key == key) {
+                let existing = refunds.swap_remove(at);
                 return Ok((existing, payment.psp_payment_id.unwrap_or_default(), false));
             }
-            let pending: i64 = store::refunds_of(conn, payment.id)
-                .await?
+            let pending: i64 = refunds
                 .iter()
                 .filter(|r| matches!(r.status.as_str(), "pending" | "requires_action"))
                 .map(|r| r.amount_minor)

@@ -1,6 +1,6 @@
 //! The consumer: takes execute messages (one job command each, or a batch of them packed by
 //! the outbox relay) with manual acks and a bounded prefetch, runs each attempt (at most
-//! `prefetch` at once), commits its outcome, and only then acks. Retries go to the delay
+//! `prefetch` executor calls at once), commits its outcome, and only then acks. Retries go to the delay
 //! queue for the attempt (TTL + dead-letter back to the execute queue), never by sleeping on
 //! a message.
 //!
