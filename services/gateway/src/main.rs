@@ -2,6 +2,11 @@
 
 use tollgate_gateway::{start, GatewayConfig};
 
+/// mimalloc instead of glibc's malloc: under load glibc's malloc and free took about 10 % of
+/// the services' CPU (perf of the gateway and job-intake at 1,000 jobs/s, docs/BENCHMARKS.md).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tollgate_runtime::telemetry::init("gateway");
