@@ -11,6 +11,8 @@
 #   - the share of submissions slower than 5, 10 and 25 ms as the gateway and job-intake each
 #     saw them (their `tollgate_http_request_duration_seconds` for POST /v1/jobs), to tell
 #     which hop a slow submission spent its time in;
+#   - where PostgreSQL loads pg_stat_statements (`shared_preload_libraries`), its statements'
+#     calls and execution time per job over the run, top-level and nested (PL/pgSQL) alike;
 #   - with BENCH_STOP_WORKER_ROUNDS=N (fixed rate only): N alternating submit-only runs with the
 #     worker running and stopped (SIGSTOP), to separate the submit path's latency from the
 #     worker's share of the cores.
@@ -80,6 +82,12 @@ stack_cpu_snapshot "$cpu_before"
 backend_snapshot "$pg_before"
 histogram_snapshot "$STACK_GATEWAY_PORT" "$gw_before"
 histogram_snapshot "$STACK_INTAKE_PORT" "$in_before"
+pgss=$(psql "$DATABASE_URL" -Atc "SELECT count(*) FROM pg_available_extensions WHERE name = 'pg_stat_statements'
+    AND current_setting('shared_preload_libraries') LIKE '%pg_stat_statements%'")
+if [ "$pgss" = 1 ]; then
+    psql "$DATABASE_URL" -qAtc "CREATE EXTENSION IF NOT EXISTS pg_stat_statements" >/dev/null
+    psql "$DATABASE_URL" -qAtc "SELECT pg_stat_statements_reset()" >/dev/null
+fi
 run=profile$$
 loadgen "$jobs" --no-wait --run-id "$run"
 backend_snapshot "$pg_after"
@@ -102,6 +110,19 @@ awk -v jobs="$jobs" -v hz="$(getconf CLK_TCK)" '
 echo "   POST /v1/jobs as each hop timed it, share of the submissions:"
 histogram_report gateway "$gw_before" "$gw_after"
 histogram_report job-intake "$in_before" "$in_after"
+if [ "$pgss" = 1 ]; then
+    echo "   PostgreSQL statements of the stack's database until every job finished, per job"
+    echo "   (execution time is wall time inside the statement; nested ones are inside their caller's):"
+    psql "$DATABASE_URL" -Atc "
+        SELECT '     ' || CASE WHEN s.toplevel THEN 'top    ' ELSE 'nested ' END
+               || 'calls ' || to_char(s.calls::numeric / $jobs, '90.000')
+               || '  ms ' || to_char(s.total_exec_time / $jobs, '90.000')
+               || '  rows/call ' || to_char(s.rows::numeric / greatest(s.calls, 1), '99990.0')
+               || '  ' || left(regexp_replace(s.query, '\s+', ' ', 'g'), 90)
+        FROM pg_stat_statements s JOIN pg_database d ON d.oid = s.dbid
+        WHERE d.datname = current_database()
+        ORDER BY s.total_exec_time DESC LIMIT 15"
+fi
 
 rounds=${BENCH_STOP_WORKER_ROUNDS:-0}
 if [ "$rounds" -gt 0 ] && [ "$rate" != max ]; then
