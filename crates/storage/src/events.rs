@@ -45,8 +45,11 @@ pub struct PendingEvent {
 /// What became of one event.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum EventWrite {
-    /// Written now.
-    Accepted,
+    /// Written now, by `transaction` (see [`crate::snapshot`]: the entitlement projection
+    /// tells by it whether a counter it read includes the event).
+    Accepted {
+        transaction: crate::snapshot::TransactionId,
+    },
     /// Already in the ledger (or earlier in the same batch); nothing written.
     Duplicate,
     /// Refused by a rule that needs the database: `PERIOD_FINALIZED`, `UNKNOWN_WORKSPACE`,
@@ -79,6 +82,8 @@ struct Written {
     tenant_id: Uuid,
     #[diesel(sql_type = Text)]
     idempotency_key: String,
+    #[diesel(sql_type = Int8)]
+    transaction: i64,
 }
 
 async fn write_in_tx(
@@ -211,6 +216,8 @@ async fn write_in_tx(
 
     // 4. One INSERT for the batch; what it returns was written now, the rest were duplicates.
     let mut written: HashSet<(Uuid, String)> = HashSet::new();
+    // Every row returned was written by this transaction.
+    let mut transaction = crate::snapshot::TransactionId(0);
     if !rows.tenant.is_empty() {
         let returned: Vec<Written> = diesel::sql_query(
             "INSERT INTO ledger_entries (tenant_id, idempotency_key, metric, raw_units, \
@@ -221,7 +228,8 @@ async fn write_in_tx(
                          $7::jsonb[], $8::timestamptz[], $9::uuid[], $10::uuid[], $11::text[]) \
                   AS v(t, k, m, r, w, s, c, o, a, ws, d) \
              ON CONFLICT (tenant_id, idempotency_key) DO NOTHING \
-             RETURNING tenant_id, idempotency_key",
+             RETURNING tenant_id, idempotency_key, \
+                       pg_current_xact_id()::text::int8 AS transaction",
         )
         .bind::<Array<SqlUuid>, _>(&rows.tenant)
         .bind::<Array<Text>, _>(&rows.key)
@@ -236,6 +244,9 @@ async fn write_in_tx(
         .bind::<Array<Nullable<Text>>, _>(&rows.dimension)
         .load(conn)
         .await?;
+        if let Some(first) = <[Written]>::first(&returned) {
+            transaction = crate::snapshot::TransactionId(first.transaction);
+        }
         written = returned
             .into_iter()
             .map(|w| (w.tenant_id, w.idempotency_key))
@@ -249,7 +260,7 @@ async fn write_in_tx(
                 // The first occurrence of a key takes the "accepted"; a repeat in the same
                 // batch is a duplicate.
                 if written.remove(&(e.tenant_id, ledger_key(&e.event_id))) {
-                    EventWrite::Accepted
+                    EventWrite::Accepted { transaction }
                 } else {
                     EventWrite::Duplicate
                 }

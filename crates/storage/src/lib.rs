@@ -25,6 +25,7 @@ pub mod pool;
 pub mod schema;
 pub mod schema_payments;
 pub mod schema_webhooks;
+pub mod snapshot;
 pub mod subscriptions;
 pub mod tenants;
 pub mod traffic;

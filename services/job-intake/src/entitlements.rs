@@ -42,7 +42,9 @@
 //! two refreshes, events this process accepted are held locally ("reservations", taken at
 //! check time under the same lock as the check, so concurrent requests cannot all pass the
 //! last unit) and added to the counter; a reservation is dropped when the event is not
-//! written and forgotten once a refresh that began after its commit has read the counter.
+//! written and forgotten once the projection holds a counter read by a snapshot that saw the
+//! event's transaction (`tollgate_storage::snapshot`: exact, where a time rule double-counted
+//! an event whose commit a refresh saw before its caller did).
 //! Jobs add to counters only when the worker bills them, so jobs in flight are not counted.
 //! With several intake replicas, each sees the others' usage one refresh later: a hard limit
 //! can be passed by at most what the other replicas accept within `refresh_ms`.
@@ -84,6 +86,7 @@ use tollgate_storage::entitlements::{
     self as rows, AccountNameRow, PlanEntitlementsRow, QuotaCounterRow, SubscriptionGateRow,
     WorkspaceNameRow,
 };
+use tollgate_storage::snapshot::{Snapshot, TransactionId};
 use tollgate_storage::{PgPool, StorageError};
 use uuid::Uuid;
 
@@ -254,11 +257,13 @@ impl Gate {
         &self.warnings
     }
 
-    /// The usage was written: its reservation counts until the projection reads a counter
-    /// that includes it. Returns the warnings.
-    pub fn commit(mut self) -> Vec<QuotaWarning> {
-        if let Some(hold) = self.hold.as_mut() {
-            hold.commit();
+    /// The usage was written, by `written_by` for an event (its reservation counts until the
+    /// projection holds a counter read by a snapshot that saw that transaction); `None` for a
+    /// job, which reserves nothing (an event's reservation is released then). Returns the
+    /// warnings.
+    pub fn commit(mut self, written_by: Option<TransactionId>) -> Vec<QuotaWarning> {
+        if let (Some(hold), Some(transaction)) = (self.hold.as_mut(), written_by) {
+            hold.commit(transaction);
         }
         std::mem::take(&mut self.warnings)
     }
@@ -561,8 +566,6 @@ impl Entitlements {
         pool: &PgPool,
         previous: Option<DateTime<Utc>>,
     ) -> Result<(), StorageError> {
-        // Taken before the snapshot: every event committed before it is in the counters read.
-        let started = Instant::now();
         let mut conn = tollgate_storage::pool::get(pool).await?;
         let overlap = chrono::Duration::milliseconds(
             i64::try_from(self.config.overlap_ms).unwrap_or(i64::MAX),
@@ -571,14 +574,22 @@ impl Entitlements {
             .build_transaction()
             .read_only()
             .repeatable_read()
-            .run(async |conn| match previous {
-                None => read_everything(conn).await,
-                Some(at) => self.read_changes(conn, at - overlap).await,
+            .run(async |conn| {
+                // Every statement of the transaction reads this snapshot.
+                let snapshot = tollgate_storage::snapshot::current_snapshot(conn).await?;
+                let reading = match previous {
+                    None => read_everything(conn).await?,
+                    Some(at) => self.read_changes(conn, at - overlap).await?,
+                };
+                Ok::<_, StorageError>((snapshot, reading))
             })
             .await?;
+        let (snapshot, reading) = reading;
+        // Both under the projection's write lock: no check sees the new counters with the
+        // reservations they include.
         let mut projection = write(&self.projection);
         projection.apply(reading);
-        lock(&self.book).forget_committed_before(started);
+        lock(&self.book).forget_seen_by(snapshot);
         Ok(())
     }
 
@@ -1126,6 +1137,9 @@ type CounterKey = (Uuid, String);
 struct Book {
     next_id: u64,
     held: HashMap<CounterKey, Vec<Reservation>>,
+    /// The snapshot of the counters in the projection: a reservation committed by a
+    /// transaction it saw is counted there already.
+    seen: Option<Snapshot>,
 }
 
 #[derive(Debug)]
@@ -1133,8 +1147,8 @@ struct Reservation {
     id: u64,
     units: i64,
     period_start: DateTime<Utc>,
-    /// When the caller saw the write commit; `None` while it is in flight.
-    committed_at: Option<Instant>,
+    /// The transaction that wrote the event; `None` while it is in flight.
+    committed: Option<TransactionId>,
 }
 
 impl Book {
@@ -1162,7 +1176,7 @@ impl Book {
                 id,
                 units,
                 period_start,
-                committed_at: None,
+                committed: None,
             });
         }
         Hold {
@@ -1184,23 +1198,36 @@ impl Book {
         }
     }
 
-    fn mark_committed(&mut self, id: u64, keys: &[CounterKey], at: Instant) {
+    /// The event of reservation `id` was written by `transaction`: the reservation counts
+    /// until a read that saw it is applied, or is dropped now if the projection's counters
+    /// were read by a snapshot that saw it already.
+    fn mark_committed(&mut self, id: u64, keys: &[CounterKey], transaction: TransactionId) {
+        if self
+            .seen
+            .as_ref()
+            .is_some_and(|seen| seen.sees(transaction))
+        {
+            self.release(id, keys);
+            return;
+        }
         for key in keys {
             if let Some(list) = self.held.get_mut(key) {
                 for r in list.iter_mut().filter(|r| r.id == id) {
-                    r.committed_at = Some(at);
+                    r.committed = Some(transaction);
                 }
             }
         }
     }
 
-    /// Drops reservations whose write committed before `instant`: a read that began after
-    /// it counted them.
-    fn forget_committed_before(&mut self, instant: Instant) {
+    /// Counters read by `snapshot` are now in the projection: drops the reservations whose
+    /// transaction it saw (they are counted there) and remembers it for those that commit
+    /// later.
+    fn forget_seen_by(&mut self, snapshot: Snapshot) {
         self.held.retain(|_, list| {
-            list.retain(|r| r.committed_at.is_none_or(|at| at >= instant));
+            list.retain(|r| r.committed.is_none_or(|t| !snapshot.sees(t)));
             !list.is_empty()
         });
+        self.seen = Some(snapshot);
     }
 }
 
@@ -1213,8 +1240,8 @@ struct Hold {
 }
 
 impl Hold {
-    fn commit(&mut self) {
-        lock(&self.book).mark_committed(self.id, &self.keys, Instant::now());
+    fn commit(&mut self, transaction: TransactionId) {
+        lock(&self.book).mark_committed(self.id, &self.keys, transaction);
         self.committed = true;
     }
 }
@@ -1394,16 +1421,44 @@ mod tests {
     }
 
     #[test]
+    fn a_reservation_whose_commit_the_applied_read_saw_is_not_counted_twice() {
+        let w = world();
+        let held =
+            || lock(&w.gate.book).held(&(w.subscription, "calls".to_owned()), w.period_start);
+        // The refresh's snapshot saw transaction 50 commit before the request heard of it:
+        // the counter it read holds the event already, so its reservation goes at once.
+        lock(&w.gate.book).forget_seen_by(Snapshot {
+            xmin: 51,
+            xmax: 60,
+            in_progress: vec![55],
+        });
+        let gate = event(&w, Subject::Workspace("ws".into()), 1).expect("within quota");
+        assert_eq!(held(), 1);
+        let _ = gate.commit(Some(TransactionId(50)));
+        assert_eq!(held(), 0);
+        // Transaction 55 was still running for that snapshot: held until a later read.
+        let gate = event(&w, Subject::Workspace("ws".into()), 1).expect("within quota");
+        let _ = gate.commit(Some(TransactionId(55)));
+        assert_eq!(held(), 1);
+        lock(&w.gate.book).forget_seen_by(Snapshot {
+            xmin: 56,
+            xmax: 70,
+            in_progress: vec![],
+        });
+        assert_eq!(held(), 0);
+    }
+
+    #[test]
     fn soft_then_hard_limit_with_local_reservations() {
         let w = world();
         for n in 1..=10 {
             let gate = event(&w, Subject::Workspace("ws".into()), 1).expect("within quota");
             assert!(gate.warnings().is_empty(), "event {n}");
-            assert!(gate.commit().is_empty());
+            assert!(gate.commit(Some(TransactionId(100 + n))).is_empty());
         }
         let gate = event(&w, Subject::Workspace("ws".into()), 1).expect("within hard limit");
         assert_eq!(
-            gate.commit()
+            gate.commit(Some(TransactionId(111)))
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),
@@ -1424,8 +1479,7 @@ mod tests {
         );
 
         // A released reservation frees its units; a refresh that read the counter replaces
-        // the committed ones.
-        let started = Instant::now();
+        // the committed ones its snapshot saw.
         write(&w.gate.projection).apply(Reading {
             read_at: Utc::now(),
             enforced: Enforced::Changed(vec![]),
@@ -1441,7 +1495,11 @@ mod tests {
             account_names: vec![],
             workspace_names: vec![],
         });
-        lock(&w.gate.book).forget_committed_before(started);
+        lock(&w.gate.book).forget_seen_by(Snapshot {
+            xmin: 112,
+            xmax: 112,
+            in_progress: vec![],
+        });
         let gate = event(&w, Subject::Workspace("ws".into()), 6).expect("5 + 6 = 11");
         drop(gate);
         assert!(event(&w, Subject::Workspace("ws".into()), 6).is_ok());
@@ -1579,7 +1637,7 @@ mod tests {
             .check_job(w.tenant, Some(w.account), "render", None)
             .expect("1 of 2 used");
         assert_eq!(
-            gate.commit()
+            gate.commit(None)
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>(),

@@ -190,8 +190,8 @@ pub async fn ingest(
         for ((index, write), gate) in pending_index.into_iter().zip(writes).zip(gates) {
             let result = &mut results[index];
             match write {
-                EventWrite::Accepted => {
-                    let _ = gate.commit();
+                EventWrite::Accepted { transaction } => {
+                    let _ = gate.commit(Some(transaction));
                 }
                 EventWrite::Duplicate => {
                     result.status = EventStatus::Duplicate;

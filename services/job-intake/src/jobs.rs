@@ -207,7 +207,7 @@ pub async fn submit_job(state: &AppState, submission: Submission) -> Result<Acce
     Ok(AcceptedJob {
         job,
         created,
-        warnings: gate.commit(),
+        warnings: gate.commit(None),
     })
 }
 
