@@ -215,9 +215,8 @@ async fn write_in_tx(
     }
 
     // 4. One INSERT for the batch; what it returns was written now, the rest were duplicates.
-    let mut written: HashSet<(Uuid, String)> = HashSet::new();
-    // Every row returned was written by this transaction.
-    let mut transaction = crate::snapshot::TransactionId(0);
+    // Each key written now, with the transaction that wrote it.
+    let mut written: HashMap<(Uuid, String), i64> = HashMap::new();
     if !rows.tenant.is_empty() {
         let returned: Vec<Written> = diesel::sql_query(
             "INSERT INTO ledger_entries (tenant_id, idempotency_key, metric, raw_units, \
@@ -244,12 +243,9 @@ async fn write_in_tx(
         .bind::<Array<Nullable<Text>>, _>(&rows.dimension)
         .load(conn)
         .await?;
-        if let Some(first) = <[Written]>::first(&returned) {
-            transaction = crate::snapshot::TransactionId(first.transaction);
-        }
         written = returned
             .into_iter()
-            .map(|w| (w.tenant_id, w.idempotency_key))
+            .map(|w| ((w.tenant_id, w.idempotency_key), w.transaction))
             .collect();
     }
     Ok(outcomes
@@ -259,10 +255,11 @@ async fn write_in_tx(
             outcome.unwrap_or_else(|| {
                 // The first occurrence of a key takes the "accepted"; a repeat in the same
                 // batch is a duplicate.
-                if written.remove(&(e.tenant_id, ledger_key(&e.event_id))) {
-                    EventWrite::Accepted { transaction }
-                } else {
-                    EventWrite::Duplicate
+                match written.remove(&(e.tenant_id, ledger_key(&e.event_id))) {
+                    Some(transaction) => EventWrite::Accepted {
+                        transaction: crate::snapshot::TransactionId(transaction),
+                    },
+                    None => EventWrite::Duplicate,
                 }
             })
         })

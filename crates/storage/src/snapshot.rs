@@ -15,18 +15,21 @@ use diesel_async::{AsyncPgConnection, RunQueryDsl};
 use crate::StorageError;
 
 /// A transaction's 64-bit id (`xid8`, epoch and 32-bit xid; never wraps around).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TransactionId(pub i64);
 
 /// What a read's snapshot saw: a transaction that has committed is visible to it when its id
 /// is below `xmax` and not among `in_progress` (ids below `xmin` are all finished).
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
 pub struct Snapshot {
     /// Lowest id still running when the snapshot was taken.
+    #[diesel(sql_type = Int8)]
     pub xmin: i64,
     /// First id not yet assigned then: this and later transactions are not visible.
+    #[diesel(sql_type = Int8)]
     pub xmax: i64,
     /// Ids between `xmin` and `xmax` still running then: not visible.
+    #[diesel(sql_type = Array<Int8>)]
     pub in_progress: Vec<i64>,
 }
 
@@ -38,31 +41,16 @@ impl Snapshot {
     }
 }
 
-#[derive(QueryableByName)]
-struct SnapshotRow {
-    #[diesel(sql_type = Int8)]
-    xmin: i64,
-    #[diesel(sql_type = Int8)]
-    xmax: i64,
-    #[diesel(sql_type = Array<Int8>)]
-    in_progress: Vec<i64>,
-}
-
 /// The snapshot of the current transaction's reads (in `REPEATABLE READ`, the one every
 /// statement of the transaction sees). Errors: the query failed.
 pub async fn current_snapshot(conn: &mut AsyncPgConnection) -> Result<Snapshot, StorageError> {
-    let row: SnapshotRow = diesel::sql_query(
+    Ok(diesel::sql_query(
         "SELECT pg_snapshot_xmin(s)::text::int8 AS xmin, pg_snapshot_xmax(s)::text::int8 AS xmax, \
                 ARRAY(SELECT x::text::int8 FROM pg_snapshot_xip(s) AS x) AS in_progress \
          FROM pg_current_snapshot() AS s",
     )
     .get_result(conn)
-    .await?;
-    Ok(Snapshot {
-        xmin: row.xmin,
-        xmax: row.xmax,
-        in_progress: row.in_progress,
-    })
+    .await?)
 }
 
 #[cfg(test)]

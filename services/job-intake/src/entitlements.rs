@@ -570,7 +570,7 @@ impl Entitlements {
         let overlap = chrono::Duration::milliseconds(
             i64::try_from(self.config.overlap_ms).unwrap_or(i64::MAX),
         );
-        let reading = conn
+        let (snapshot, reading) = conn
             .build_transaction()
             .read_only()
             .repeatable_read()
@@ -584,7 +584,6 @@ impl Entitlements {
                 Ok::<_, StorageError>((snapshot, reading))
             })
             .await?;
-        let (snapshot, reading) = reading;
         // Both under the projection's write lock: no check sees the new counters with the
         // reservations they include.
         let mut projection = write(&self.projection);
